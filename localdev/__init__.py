@@ -1,0 +1,1 @@
+"""Local development tools (emulators, TLS helpers); never deployed."""

@@ -1,0 +1,228 @@
+"""ES256 access tokens shaped like ACS identity tokens, and the persisted keys.
+
+Payload segments are always free of ``-`` and ``_``: the Python SDK's
+``CommunicationTokenCredential`` decodes the payload with *standard* base64.
+For ASCII input only the last sextet of each 3-byte group can reach the values
+62/63 (``-``/``_`` in base64url), and only for the bytes ``>``, ``?``, ``~`` and
+DEL.  JSON escapes DEL and non-ASCII with ``ensure_ascii``; the remaining three
+characters can only appear inside JSON strings, where they are written as
+``\\u003e``/``\\u003f``/``\\u007e``.  So every payload we encode is clean by
+construction (and asserted).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from cryptography.x509.oid import NameOID
+
+SIGNING_KEY_FILE = "acs-signing-key.pem"
+SIGNING_CERT_FILE = "acs-signing-cert.pem"
+ACCESS_KEY_FILE = "acs-access-key.txt"
+RESOURCE_ID_FILE = "acs-resource-id.txt"
+
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_CLEAN_TRANS = str.maketrans({">": "\\u003e", "?": "\\u003f", "~": "\\u007e"})
+
+
+def b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def b64url_decode(data: str | bytes) -> bytes:
+    if isinstance(data, str):
+        data = data.encode("ascii")
+    return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
+
+
+def clean_payload_json(claims: dict[str, Any]) -> bytes:
+    """Compact JSON whose base64url encoding contains no '-' or '_'."""
+    text = json.dumps(claims, separators=(",", ":"), ensure_ascii=True)
+    return text.translate(_CLEAN_TRANS).encode("ascii")
+
+
+class TokenError(Exception):
+    """A token failed verification; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, claims: dict[str, Any] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.claims = claims
+
+
+@dataclass
+class SigningMaterial:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_or_create_signing(directory: Path) -> SigningMaterial:
+    """The token signing key + self-signed cert (for x5t/x5c), created once per DIR."""
+    key_path, cert_path = directory / SIGNING_KEY_FILE, directory / SIGNING_CERT_FILE
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if isinstance(key, ec.EllipticCurvePrivateKey) and (
+            cert.public_key().public_numbers() == key.public_key().public_numbers()
+        ):
+            return SigningMaterial(key=key, cert=cert)
+    except (OSError, ValueError):
+        pass
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _dt.datetime.now(_dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACS emulator token signing")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + _dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return SigningMaterial(key=key, cert=cert)
+
+
+def load_or_create_access_key(directory: Path, given: str | None) -> str:
+    if given:
+        try:
+            raw = base64.b64decode(given, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("--access-key must be base64") from exc
+        if not raw:
+            raise ValueError("--access-key must not be empty")
+        return given
+    path = directory / ACCESS_KEY_FILE
+    try:
+        value = path.read_text().strip()
+        if value and base64.b64decode(value, validate=True):
+            return value
+    except (OSError, ValueError):
+        pass
+    value = base64.b64encode(os.urandom(32)).decode("ascii")
+    _write_private(path, value.encode("ascii") + b"\n")
+    return value
+
+
+def load_or_create_resource_id(directory: Path, given: str | None) -> str:
+    if given:
+        return str(uuid.UUID(given))
+    path = directory / RESOURCE_ID_FILE
+    try:
+        return str(uuid.UUID(path.read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    value = str(uuid.uuid4())
+    _write_private(path, value.encode("ascii") + b"\n")
+    return value
+
+
+def _int_b64(n: int) -> str:
+    return b64url(n.to_bytes(32, "big")).decode("ascii")
+
+
+class TokenSigner:
+    """Signs and verifies ES256 JWTs with one precomputed key."""
+
+    def __init__(self, material: SigningMaterial):
+        self._key = material.key
+        self._pub = material.key.public_key()
+        der = material.cert.public_bytes(serialization.Encoding.DER)
+        self.x5t = b64url(hashlib.sha1(der).digest()).decode("ascii")  # noqa: S324 (x5t is SHA-1 by definition)
+        nums = self._pub.public_numbers()
+        x, y = _int_b64(nums.x), _int_b64(nums.y)
+        thumb_input = json.dumps(
+            {"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True
+        ).encode()
+        self.kid = b64url(hashlib.sha256(thumb_input).digest()).decode("ascii")
+        self.jwk: dict[str, Any] = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": x,
+            "y": y,
+            "kid": self.kid,
+            "x5t": self.x5t,
+            "use": "sig",
+            "alg": "ES256",
+            "x5c": [base64.b64encode(der).decode("ascii")],
+        }
+        header = {"alg": "ES256", "kid": self.kid, "x5t": self.x5t, "typ": "JWT"}
+        self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
+        self._prefix = self._header_b64 + b"."
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.jwk]}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        payload = b64url(clean_payload_json(claims))
+        if b"-" in payload or b"_" in payload:  # pragma: no cover - impossible by construction
+            raise AssertionError("token payload segment is not standard-base64 clean")
+        signing_input = self._prefix + payload
+        r, s = decode_dss_signature(self._key.sign(signing_input, _ECDSA))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (signing_input + b"." + b64url(sig)).decode("ascii")
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Verify signature and shape; return claims (expiry is the caller's business)."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenError("malformed")
+        try:
+            header = json.loads(b64url_decode(parts[0]))
+            claims = json.loads(b64url_decode(parts[1]))
+            sig = b64url_decode(parts[2])
+        except (ValueError, binascii.Error) as exc:
+            raise TokenError("malformed") from exc
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise TokenError("malformed")
+        if header.get("alg") != "ES256" or header.get("kid") != self.kid or len(sig) != 64:
+            raise TokenError("bad-signature", claims)
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+        try:
+            self._pub.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), _ECDSA)
+        except (InvalidSignature, UnicodeEncodeError) as exc:
+            raise TokenError("bad-signature", claims) from exc
+        return claims
+
+
+def iso_expires_on(epoch: float) -> str:
+    """``2022-11-16T09:47:55.688402+00:00`` (always with microseconds)."""
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat(timespec="microseconds")

@@ -1,0 +1,158 @@
+"""CLI: python -m localdev.host --app-dir DIR [--host H] [--port P] [--settings F]
+[--keys-file F] [--no-timers]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .invocation import InvocationIdFilter
+from .keys import load_or_create_keys
+from .loader import (
+    FunctionLoadError,
+    import_function_app,
+    load_local_settings,
+    read_host_json,
+)
+from .ncrontab import ScheduleError
+from .routes import RouteTemplateError
+from .server import create_host_app, get_runtime
+
+READY_PREFIX = "localdev.host ready: "
+LOG_FORMAT = "[%(asctime)s] %(levelname)s %(name)s [%(invocation_id)s] %(message)s"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m localdev.host",
+        description="Serve an Azure Functions (Python v2) app like the Functions host.",
+    )
+    p.add_argument("--app-dir", required=True, help="directory with function_app.py and host.json")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: local.settings.json Host.LocalHttpPort, else 7071; 0 = any free)",
+    )
+    p.add_argument(
+        "--settings",
+        default=None,
+        help="settings file (default DIR/local.settings.json if present)",
+    )
+    p.add_argument(
+        "--keys-file",
+        default=None,
+        help="host keys JSON, created if missing (default DIR/.localdev/host-keys.json)",
+    )
+    p.add_argument("--no-timers", action="store_true", help="do not run timer triggers")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(InvocationIdFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            bound = int(addr[1])
+            break
+    shown_host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    base = f"http://{shown_host}:{bound}"
+    runtime = get_runtime(app)
+    lines = ["", "Functions:", ""]
+    prefix = f"/{runtime.route_prefix}" if runtime.route_prefix else ""
+    for r in runtime.routes:
+        methods = ",".join(sorted(r.methods)) if r.methods else "GET,POST,..."
+        lines.append(f"\t{r.function.name}: [{methods}] {base}{prefix}/{r.template.template}")
+    for fn in runtime.functions:
+        if not fn.is_http:
+            lines.append(f"\t{fn.name}: {fn.trigger_type}")
+    print("\n".join(lines) + "\n", flush=True)
+    print(f"{READY_PREFIX}{base}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    log = logging.getLogger("localdev.host")
+    app_dir = Path(args.app_dir).resolve()
+    try:
+        settings_path = Path(args.settings).resolve() if args.settings else None
+        if settings_path is None and (app_dir / "local.settings.json").exists():
+            settings_path = app_dir / "local.settings.json"
+        port = args.port
+        if settings_path is not None:
+            data = load_local_settings(settings_path)
+            log.info("Loaded settings from %s", settings_path)
+            local_port = (data.get("Host") or {}).get("LocalHttpPort")
+            if port is None and local_port:
+                port = int(local_port)
+        if port is None:
+            port = 7071
+        keys_path = (
+            Path(args.keys_file).resolve()
+            if args.keys_file
+            else app_dir / ".localdev" / "host-keys.json"
+        )
+        keys = load_or_create_keys(keys_path)
+        log.info("Host keys: %s", keys_path)
+        config = read_host_json(app_dir)
+        os.chdir(app_dir)
+        module = import_function_app(app_dir)
+        app = create_host_app(
+            module,
+            route_prefix=config.route_prefix,
+            keys=keys,
+            timers=not args.no_timers,
+            function_directory=app_dir,
+            functions_allow_list=config.functions_allow_list,
+        )
+    except (FunctionLoadError, ScheduleError, RouteTemplateError, ValueError) as exc:
+        print(f"localdev.host: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception:
+        log.exception("localdev.host: the app could not be loaded")
+        return 1
+    try:
+        asyncio.run(_serve(app, args.host, port))
+    except OSError as exc:
+        print(f"localdev.host: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Who is calling: a verified bearer JWT (``AUTH_MODE=jwt``) or the App Service
+Authentication principal header (``AUTH_MODE=easyauth``).
+
+JWT checks: RS256/ES256 only (so ``none`` and HMAC-with-the-public-key confusion are
+impossible), signature against the issuer's JWKS, ``iss``, ``aud``, ``exp`` and ``nbf``
+with a small leeway. The JWKS is cached; an unknown ``kid`` triggers at most one
+refetch per :data:`JWKS_MIN_REFRESH_SECONDS`, so a flood of forged kids cannot hammer
+the issuer. Verified tokens are remembered until they expire, so a client reusing its
+token costs one dict lookup, not a signature check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import jwt
+
+from .config import Settings
+from .errors import BadRequest, Unauthenticated, Unavailable
+from .keys import validate_user_id
+from .models import Caller
+
+Fetch = Callable[[str], Awaitable[Any]]
+
+ALGORITHMS = ("RS256", "ES256")
+MAX_TOKEN_BYTES = 8192
+LEEWAY_SECONDS = 60
+JWKS_MIN_REFRESH_SECONDS = 30.0
+JWKS_MAX_AGE_SECONDS = 3600.0
+VERIFIED_CACHE_SIZE = 10000
+
+_CLAIM_ALIASES = {
+    "oid": ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier"),
+    "sub": ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier"),
+}
+
+
+class JwksCache:
+    """The issuer's signing keys by ``kid``, refreshed lazily and rate-limited."""
+
+    def __init__(self, issuer: str, jwks_uri: str | None, fetch: Fetch) -> None:
+        self._issuer = issuer
+        self._jwks_uri = jwks_uri
+        self._fetch = fetch
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        age = time.monotonic() - self._fetched_at
+        found = self._keys.get(kid)
+        if found is not None and age < JWKS_MAX_AGE_SECONDS:
+            return found
+        if found is None and age < JWKS_MIN_REFRESH_SECONDS:
+            raise Unauthenticated("the token's signing key is unknown")
+        await self._refresh(self._fetched_at)
+        found = self._keys.get(kid)
+        if found is None:
+            raise Unauthenticated("the token's signing key is unknown")
+        return found
+
+    async def _refresh(self, seen: float) -> None:
+        async with self._lock:
+            if self._fetched_at != seen:
+                return  # another request refreshed while we waited
+            try:
+                if self._jwks_uri is None:
+                    config = await self._fetch(f"{self._issuer}/.well-known/openid-configuration")
+                    self._jwks_uri = str(config["jwks_uri"])
+                document = await self._fetch(self._jwks_uri)
+                keys: dict[str, jwt.PyJWK] = {}
+                for entry in document.get("keys", []):
+                    if entry.get("kid") and entry.get("use", "sig") == "sig":
+                        try:
+                            keys[str(entry["kid"])] = jwt.PyJWK(entry)
+                        except jwt.PyJWTError:
+                            continue
+            except (Unavailable, KeyError, TypeError, ValueError, AttributeError):
+                self._fetched_at = time.monotonic()
+                if self._keys:
+                    return  # keep serving with the keys we have
+                raise Unavailable("the identity provider's keys are unavailable") from None
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+
+
+class JwtAuthenticator:
+    def __init__(self, settings: Settings, fetch: Fetch) -> None:
+        assert settings.auth_issuer is not None
+        self._settings = settings
+        self._issuer = settings.auth_issuer
+        self._audience = list(settings.auth_audience)
+        self._jwks = JwksCache(settings.auth_issuer, settings.auth_jwks_uri, fetch)
+        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        token = _bearer(headers)
+        hit = self._verified.get(token)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
+        claims = await self._verify(token)
+        caller = _caller(claims, self._settings)
+        self._remember(token, caller, float(claims["exp"]))
+        return caller
+
+    async def _verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("the bearer token is malformed") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS:
+            raise Unauthenticated("the token's algorithm is not accepted")
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise Unauthenticated("the token names no signing key")
+        key = await self._jwks.key(kid)
+        if key.algorithm_name != alg:
+            raise Unauthenticated("the token's algorithm does not match its key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key.key, algorithms=[alg], audience=self._audience, issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"], "verify_signature": True})
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("the token is not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("the token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthenticated("the token is from another issuer") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("the token is invalid") from None
+        return claims
+
+    def _remember(self, token: str, caller: Caller, expires: float) -> None:
+        self._verified[token] = (caller, expires)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+
+
+class EasyAuthAuthenticator:
+    """Trusts ``X-MS-CLIENT-PRINCIPAL``, which App Service Authentication sets and strips
+    from client requests. Safe ONLY behind it: anywhere else a client could forge it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        raw = headers.get("x-ms-client-principal")
+        if not raw:
+            raise Unauthenticated("no authenticated principal")
+        try:
+            principal = json.loads(base64.b64decode(raw, validate=False))
+            role_type = principal.get("role_typ") or "roles"
+            claims: dict[str, Any] = {}
+            for item in principal.get("claims", []):
+                typ, val = str(item["typ"]), str(item["val"])
+                if typ in (role_type, "roles"):
+                    claims.setdefault("roles", []).append(val)
+                else:
+                    claims.setdefault(typ, val)
+        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+            raise Unauthenticated("the principal header is malformed") from None
+        return _caller(claims, self._settings)
+
+
+def _bearer(headers: Mapping[str, str]) -> str:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("a bearer token is required")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthenticated("the bearer token is too large")
+    return token
+
+
+def _caller(claims: Mapping[str, Any], settings: Settings) -> Caller:
+    user_id: object = None
+    for name in settings.auth_user_claims:
+        for alias in _CLAIM_ALIASES.get(name, (name,)):
+            if claims.get(alias):
+                user_id = claims[alias]
+                break
+        if user_id:
+            break
+    if not isinstance(user_id, str):
+        raise Unauthenticated("the token does not name a user")
+    try:
+        validate_user_id(user_id)
+    except BadRequest:
+        raise Unauthenticated("the token's user claim is not usable") from None
+    roles = claims.get("roles") or []
+    if isinstance(roles, str):
+        roles = [roles]
+    is_admin = isinstance(roles, list) and settings.auth_admin_role in roles
+    return Caller(user_id=user_id, is_admin=is_admin)

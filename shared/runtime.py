@@ -1,0 +1,160 @@
+"""Per-worker singletons, built lazily on first use and reused by every invocation.
+
+The Functions worker runs every async function on one event loop for its lifetime, so
+SDK clients (and their connection pools) are created once, inside that loop, and shared.
+Heavy imports (the Azure SDKs, PyJWT, aiohttp) happen here, on first need, never when
+function_app.py is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .config import Settings, get_settings
+from .errors import Unavailable
+from .models import AuthMode, Caller
+
+if TYPE_CHECKING:
+    from .ports import Checkpoint
+    from .service import TokenService
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller: ...
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.service: TokenService | None = None
+        self.authenticator: Authenticator | None = None
+        self.store: Any = None
+        self.acs: Any = None
+        self.session: Any = None
+        self.credential: Any = None
+        self.checkpoint: Checkpoint | None = None
+        self.lock: asyncio.Lock | None = None
+
+
+_worker = _Worker()
+
+
+async def get_service() -> TokenService:
+    if _worker.service is None:
+        await _build()
+    assert _worker.service is not None
+    return _worker.service
+
+
+async def authenticate(headers: Mapping[str, str]) -> Caller:
+    if _worker.authenticator is None:
+        await _build()
+    assert _worker.authenticator is not None
+    return await _worker.authenticator.authenticate(headers)
+
+
+async def check_health() -> None:
+    """Settings valid and Table Storage reachable, or raise."""
+    await get_service()
+    await _worker.store.ping()
+
+
+def set_checkpoint(checkpoint: Checkpoint | None) -> None:
+    """Crash-injection hook for tests; applies to the service built next."""
+    _worker.checkpoint = checkpoint
+    _worker.service = None
+
+
+async def reset() -> None:
+    """Close every client and forget settings (tests, and the local host's reloads)."""
+    from .config import reset_settings
+
+    global _worker
+    old, _worker = _worker, _Worker()
+    reset_settings()
+    for resource in (old.store, old.acs, old.session, old.credential):
+        if resource is not None:
+            try:
+                await resource.close()
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
+                pass
+
+
+async def _build() -> None:
+    if _worker.lock is None:
+        _worker.lock = asyncio.Lock()
+    async with _worker.lock:
+        settings = get_settings()
+        if _worker.authenticator is None:
+            _worker.authenticator = _authenticator(settings)
+        if _worker.service is None:
+            from .service import TokenService
+
+            if _worker.store is None:
+                _worker.store = _store(settings)
+            if _worker.acs is None:
+                _worker.acs = _acs(settings)
+            kwargs: dict[str, Any] = {}
+            if _worker.checkpoint is not None:
+                kwargs["checkpoint"] = _worker.checkpoint
+            _worker.service = TokenService(_worker.store, _worker.acs, settings, **kwargs)
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    from . import auth
+
+    if settings.auth_mode is AuthMode.EASYAUTH:
+        return auth.EasyAuthAuthenticator(settings)
+    return auth.JwtAuthenticator(settings, _fetch_json)
+
+
+def _store(settings: Settings) -> Any:
+    from .store import TableIdentityStore
+
+    if settings.table_connection is not None:
+        return TableIdentityStore.from_connection_string(
+            settings.table_connection, settings.table_name)
+    assert settings.table_service_uri is not None
+    return TableIdentityStore.from_service_uri(
+        settings.table_service_uri, settings.table_name, _credential(settings))
+
+
+def _acs(settings: Settings) -> Any:
+    from .acs import SdkAcsGateway
+
+    if settings.acs_connection_string is not None:
+        return SdkAcsGateway.from_connection_string(
+            settings.acs_connection_string, timeout=settings.acs_timeout_seconds)
+    assert settings.acs_endpoint is not None
+    return SdkAcsGateway.from_endpoint(
+        settings.acs_endpoint, _credential(settings), timeout=settings.acs_timeout_seconds)
+
+
+def _credential(settings: Settings) -> Any:
+    """Managed identity (user-assigned when AZURE_CLIENT_ID is set), else the default
+    chain; imported only when a connection string is not used."""
+    if _worker.credential is None:
+        if settings.azure_client_id:
+            from azure.identity.aio import ManagedIdentityCredential
+
+            _worker.credential = ManagedIdentityCredential(client_id=settings.azure_client_id)
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            _worker.credential = DefaultAzureCredential()
+    return _worker.credential
+
+
+async def _fetch_json(url: str) -> Any:
+    import aiohttp
+
+    if _worker.session is None:
+        _worker.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+    try:
+        async with _worker.session.get(url, headers={"Accept": "application/json"}) as response:
+            if response.status != 200:
+                raise Unavailable("the identity provider answered with an error")
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        raise Unavailable("the identity provider is unreachable") from None

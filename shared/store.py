@@ -1,0 +1,284 @@
+"""The mapping store over Azure Table Storage (``azure.data.tables.aio``).
+
+One table holds three kinds of rows (docs/protocol.md):
+
+* ``PK=u<key>, RK=user``: the user's mapping (one partition per user, so point reads
+  scale out);
+* ``PK=~claims, RK=u<key>``: first-token creations in flight (leased);
+* ``PK=~purge, RK=<due>_u<key>``: the purge index, ordered by due time, so a purge run
+  reads exactly the users that are due and never scans active ones.
+
+Times are stored as fixed-width ISO strings so that they compare exactly and sort
+lexically. SDK exceptions are translated into ``shared.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from . import keys
+from .errors import BadRequest, PreconditionFailed, StoreConflict, Unavailable
+from .models import Claim, PurgeEntry, UserRecord, UserState
+from .telemetry import round_trips
+
+T = TypeVar("T")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_DUE_FORMAT = "%Y%m%dT%H%M%SZ"
+#: Bounded SDK retries and timeouts: callers get a prompt 503 rather than a hang.
+TRANSPORT_OPTIONS: dict[str, Any] = {
+    "retry_total": 2,
+    "retry_backoff_factor": 0.2,
+    "retry_backoff_max": 2,
+    "connection_timeout": 3,
+    "read_timeout": 10,
+}
+
+
+def _fmt(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+
+
+def _parse(raw: str) -> datetime:
+    return datetime.strptime(raw, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+class TableIdentityStore:
+    """:class:`shared.ports.IdentityStore` over one Azure table."""
+
+    def __init__(self, client: TableClient) -> None:
+        self._client = client
+        self._table_ready = False
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, table_name: str) -> TableIdentityStore:
+        return cls(TableClient.from_connection_string(
+            connection_string, table_name, raw_request_hook=round_trips.table_hook,
+            **TRANSPORT_OPTIONS))
+
+    @classmethod
+    def from_service_uri(cls, service_uri: str, table_name: str,
+                         credential: Any) -> TableIdentityStore:
+        return cls(TableClient(
+            endpoint=service_uri, table_name=table_name, credential=credential,
+            raw_request_hook=round_trips.table_hook, **TRANSPORT_OPTIONS))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- users ---------------------------------------------------------------------------
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        entity = await self._get(keys.user_key(user_id), keys.USERS_ROW)
+        if entity is None:
+            return None
+        purge_at = entity.get("PurgeAt")
+        return UserRecord(
+            user_id=entity["UserId"],
+            acs_user_id=entity["AcsUserId"],
+            state=UserState(entity["State"]),
+            created_at=_parse(entity["CreatedAt"]),
+            purge_at=_parse(purge_at) if purge_at else None,
+            etag=entity.metadata["etag"],
+        )
+
+    async def insert_user(self, record: UserRecord) -> UserRecord:
+        meta = await self._write(self._client.create_entity, self._user_entity(record))
+        return _with_etag(record, meta)
+
+    async def replace_user(self, record: UserRecord) -> UserRecord:
+        meta = await self._write(self._client.update_entity, self._user_entity(record),
+                                 mode=UpdateMode.REPLACE, etag=record.etag,
+                                 match_condition=MatchConditions.IfNotModified)
+        return _with_etag(record, meta)
+
+    async def delete_user(self, record: UserRecord) -> None:
+        await self._delete(keys.user_key(record.user_id), keys.USERS_ROW, record.etag)
+
+    @staticmethod
+    def _user_entity(record: UserRecord) -> dict[str, Any]:
+        entity = {
+            "PartitionKey": keys.user_key(record.user_id),
+            "RowKey": keys.USERS_ROW,
+            "UserId": record.user_id,
+            "AcsUserId": record.acs_user_id,
+            "State": record.state.value,
+            "CreatedAt": _fmt(record.created_at),
+        }
+        if record.purge_at is not None:
+            entity["PurgeAt"] = _fmt(record.purge_at)
+        return entity
+
+    # -- claims --------------------------------------------------------------------------
+
+    async def get_claim(self, user_id: str) -> Claim | None:
+        entity = await self._get(keys.CLAIMS_PARTITION, keys.user_key(user_id))
+        return None if entity is None else _claim(entity)
+
+    async def insert_claim(self, claim: Claim) -> Claim:
+        meta = await self._write(self._client.create_entity, _claim_entity(claim))
+        return Claim(claim.user_id, claim.lease_until, meta.get("etag"))
+
+    async def replace_claim(self, claim: Claim) -> Claim:
+        meta = await self._write(self._client.update_entity, _claim_entity(claim),
+                                 mode=UpdateMode.REPLACE, etag=claim.etag,
+                                 match_condition=MatchConditions.IfNotModified)
+        return Claim(claim.user_id, claim.lease_until, meta.get("etag"))
+
+    async def delete_claim(self, claim: Claim) -> None:
+        await self._delete(keys.CLAIMS_PARTITION, keys.user_key(claim.user_id), claim.etag)
+
+    async def expired_claims(self, now: datetime, limit: int) -> Sequence[Claim]:
+        query = "PartitionKey eq @pk and LeaseUntil lt @now"
+        entities = await self._query(query, {"pk": keys.CLAIMS_PARTITION, "now": _fmt(now)}, limit)
+        return [_claim(entity) for entity in entities]
+
+    # -- purge index ---------------------------------------------------------------------
+
+    async def put_purge_entry(self, entry: PurgeEntry) -> None:
+        await self._write(self._client.upsert_entity, {
+            "PartitionKey": keys.PURGE_PARTITION,
+            "RowKey": _purge_row(entry),
+            "UserId": entry.user_id,
+            "Due": _fmt(entry.due),
+        }, mode=UpdateMode.REPLACE)
+
+    async def due_purge_entries(self, now: datetime, limit: int) -> Sequence[PurgeEntry]:
+        # Row keys start with the due time, so "due by now" is one key range.
+        upper = now.astimezone(timezone.utc).strftime(_DUE_FORMAT) + "~"
+        query = "PartitionKey eq @pk and RowKey lt @upper"
+        entities = await self._query(query, {"pk": keys.PURGE_PARTITION, "upper": upper}, limit)
+        return [PurgeEntry(entity["UserId"], _parse(entity["Due"])) for entity in entities]
+
+    async def delete_purge_entry(self, entry: PurgeEntry) -> None:
+        try:
+            await self._delete(keys.PURGE_PARTITION, _purge_row(entry), None)
+        except PreconditionFailed:
+            pass  # already gone: a duplicate run got there first
+
+    async def ping(self) -> None:
+        await self._get(keys.CLAIMS_PARTITION, "~ping")
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _get(self, pk: str, rk: str) -> Any:
+        try:
+            return await self._guard(lambda: self._client.get_entity(pk, rk))
+        except _Missing:
+            return None
+
+    async def _query(self, query: str, params: dict[str, str], limit: int) -> list[Any]:
+        async def run() -> list[Any]:
+            found: list[Any] = []
+            pages = self._client.query_entities(query, parameters=params,
+                                                results_per_page=min(limit, 1000))
+            async for entity in pages:
+                found.append(entity)
+                if len(found) >= limit:
+                    break
+            return found
+        try:
+            return await self._guard(run)
+        except _Missing:
+            return []
+
+    async def _write(self, op: Callable[..., Awaitable[Any]], entity: dict[str, Any],
+                     **kwargs: Any) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await self._guard(lambda: op(entity=entity, **kwargs))
+        except _Missing:
+            raise PreconditionFailed("the row changed or is gone") from None
+        return result
+
+    async def _delete(self, pk: str, rk: str, etag: str | None) -> None:
+        kwargs: dict[str, Any] = {}
+        if etag is not None:
+            kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            await self._guard(lambda: self._client.delete_entity(pk, rk, **kwargs))
+        except _Missing:
+            if etag is not None:
+                raise PreconditionFailed("the row is gone") from None
+
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one SDK call, creating the table on first need, translating errors."""
+        for attempt in range(2):
+            try:
+                return await call()
+            except ResourceExistsError:
+                raise StoreConflict("the row already exists") from None
+            except ResourceModifiedError:
+                raise PreconditionFailed("the row changed since it was read") from None
+            except ResourceNotFoundError as exc:
+                if _error_code(exc) != "TableNotFound" or attempt:
+                    raise _Missing from None
+                await self._create_table()
+            except HttpResponseError as exc:
+                raise _translate(exc) from None
+            except (AzureError, OSError, asyncio.TimeoutError):
+                raise Unavailable("table storage is unreachable") from None
+        raise Unavailable("table storage is unreachable")  # pragma: no cover
+
+    async def _create_table(self) -> None:
+        try:
+            await self._client.create_table()
+        except ResourceExistsError:
+            pass
+        except (AzureError, OSError, asyncio.TimeoutError):
+            raise Unavailable("table storage is unreachable") from None
+
+
+class _Missing(Exception):
+    """The addressed row does not exist (internal to this adapter)."""
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    code = getattr(exc, "error_code", None) or ""
+    return str(getattr(code, "value", code))
+
+
+def _translate(exc: HttpResponseError) -> Exception:
+    status = exc.status_code or 0
+    if status == 412:
+        return PreconditionFailed("the row changed since it was read")
+    if status == 409:
+        return StoreConflict("the row already exists")
+    if status in (400, 413) and _error_code(exc) not in ("", "InternalError"):
+        return BadRequest("the request cannot be stored")
+    return Unavailable("table storage is failing")
+
+
+def _with_etag(record: UserRecord, meta: dict[str, Any]) -> UserRecord:
+    return UserRecord(record.user_id, record.acs_user_id, record.state, record.created_at,
+                      record.purge_at, meta.get("etag"))
+
+
+def _claim(entity: Any) -> Claim:
+    return Claim(entity["UserId"], _parse(entity["LeaseUntil"]), entity.metadata["etag"])
+
+
+def _claim_entity(claim: Claim) -> dict[str, Any]:
+    return {
+        "PartitionKey": keys.CLAIMS_PARTITION,
+        "RowKey": keys.user_key(claim.user_id),
+        "UserId": claim.user_id,
+        "LeaseUntil": _fmt(claim.lease_until),
+    }
+
+
+def _purge_row(entry: PurgeEntry) -> str:
+    return entry.due.astimezone(timezone.utc).strftime(_DUE_FORMAT) + "_" + keys.user_key(
+        entry.user_id)

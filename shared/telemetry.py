@@ -1,0 +1,76 @@
+"""Structured log lines and log-based metrics.
+
+The Functions host ships every log record to Application Insights, so a metric here is
+just a log line with a stable shape (``metric=<name> value=<n> ...``) that a KQL query
+or a log-based metric can aggregate; no telemetry SDK is imported on the cold path.
+Nothing logged here may contain a token, key or connection string: callers pass
+identifiers only, and app user ids are logged as a short one-way reference.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+
+logger = logging.getLogger("acs_token_service")
+_metrics = logging.getLogger("acs_token_service.metrics")
+
+invocation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "invocation_id", default=None)
+
+
+def user_ref(user_id: str) -> str:
+    """A stable pseudonymous handle for an app user, safe to log and to correlate."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:16]
+
+
+def _fields(fields: dict[str, object]) -> str:
+    inv = invocation_id.get()
+    if inv is not None:
+        fields = {"invocationId": inv, **fields}
+    return " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+
+
+def event(name: str, level: int = logging.INFO, **fields: object) -> None:
+    """Log one structured event: ``event=<name> key=value ...``."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "event=%s %s", name, _fields(fields))
+
+
+def metric(name: str, value: int = 1, **dims: object) -> None:
+    """Count ``name`` by ``value``; dimensions become key=value pairs on the line."""
+    if _metrics.isEnabledFor(logging.INFO):
+        _metrics.info("metric=%s value=%d %s", name, value, _fields(dims))
+
+
+class RoundTrips:
+    """Counts the HTTP requests the SDK clients really send (every attempt, retries
+    included), by kind. Installed as the SDKs' ``raw_request_hook``; benchmarks and tests
+    read it to prove the round-trip budget instead of estimating it."""
+
+    __slots__ = ("acs", "table_reads", "table_writes")
+
+    def __init__(self) -> None:
+        self.table_reads = 0
+        self.table_writes = 0
+        self.acs = 0
+
+    def table_hook(self, request: object) -> None:
+        method = getattr(getattr(request, "http_request", None), "method", "GET")
+        if method == "GET":
+            self.table_reads += 1
+        else:
+            self.table_writes += 1
+
+    def acs_hook(self, request: object) -> None:
+        self.acs += 1
+
+    def snapshot(self) -> dict[str, int]:
+        return {"tableReads": self.table_reads, "tableWrites": self.table_writes, "acs": self.acs}
+
+    def reset(self) -> None:
+        self.table_reads = self.table_writes = self.acs = 0
+
+
+round_trips = RoundTrips()

@@ -1,0 +1,1 @@
+"""Tests of the ACS Identity emulator (localdev.acs_emulator)."""
