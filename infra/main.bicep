@@ -52,13 +52,17 @@ param communicationServicesRole string = 'Contributor'
 
 // ---- Token service settings ------------------------------------------------------------------
 
-@description('How callers authenticate to the token service (AUTH_MODE).')
+@description('How callers authenticate to the token service (AUTH_MODE): jwt (validated by the app) or easyauth (App Service Authentication in front of the app).')
+@allowed([
+  'jwt'
+  'easyauth'
+])
 param authMode string = 'jwt'
 
 @description('Expected issuer (iss) of caller JWTs, e.g. https://login.microsoftonline.com/<tenant-id>/v2.0 (AUTH_ISSUER).')
 param authIssuer string
 
-@description('Expected audience (aud) of caller JWTs, e.g. api://<client-id> (AUTH_AUDIENCE).')
+@description('Expected audience(s) (aud) of caller JWTs, comma-separated, e.g. api://<client-id> (AUTH_AUDIENCE).')
 param authAudience string
 
 @description('App role that grants administrative operations (AUTH_ADMIN_ROLE).')
@@ -82,8 +86,8 @@ param deletionGraceMinutes int = 1440
 @description('NCRONTAB schedule of the purge timer (PURGE_SCHEDULE).')
 param purgeSchedule string = '0 */5 * * * *'
 
-@description('Comma-separated actions on_user_event may take (EVENT_ACTIONS).')
-param eventActions string = 'revoke,delete'
+@description('What on_user_event does per event type: comma list of EventType=revoke|delete (EVENT_ACTIONS).')
+param eventActions string = 'Microsoft.Graph.UserDeleted=delete,Microsoft.Graph.UserUpdated=revoke,TokenService.RevokeTokens=revoke,TokenService.DeleteUser=delete'
 
 @description('Name of the identity-mapping table (IDENTITY_TABLE_NAME).')
 param identityTableName string = 'AcsIdentities'

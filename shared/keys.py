@@ -1,6 +1,7 @@
 """Table keys for app user ids.
 
-Table Storage keys forbid ``/ \\ # ?`` and control characters and stop at 1 KiB, while
+Table Storage keys forbid ``/ \\ # ?`` and control characters and stop at 1 KiB of UTF-16
+(512 characters), while
 an IdP may put almost anything in ``sub``. Keys are therefore the unpadded URL-safe
 base64 of the id's UTF-8 bytes: reversible (no two ids can collide), made only of
 ``A-Z a-z 0-9 - _`` (nothing can break a key or a query filter), and bounded because
@@ -13,9 +14,9 @@ import base64
 
 from .errors import BadRequest
 
-#: 512 bytes encode to 683 characters: well inside the 1 KiB key limit, with room for
-#: the purge index prefix.
-MAX_USER_ID_BYTES = 512
+#: OIDC caps ``sub`` at 255 ASCII characters; 256 bytes encode to 342 key characters,
+#: inside the 512-character key limit even with the purge index's 17-character prefix.
+MAX_USER_ID_BYTES = 256
 
 USERS_ROW = "user"
 CLAIMS_PARTITION = "~claims"

@@ -246,8 +246,12 @@ class _Missing(Exception):
 
 
 def _error_code(exc: HttpResponseError) -> str:
-    code = getattr(exc, "error_code", None) or ""
-    return str(getattr(code, "value", code))
+    code = getattr(exc, "error_code", None)
+    if code:
+        return str(getattr(code, "value", code))
+    # Some operations (create_entity) leave error_code unset; the body still names it.
+    text = str(exc)
+    return "TableNotFound" if '"TableNotFound"' in text else ""
 
 
 def _translate(exc: HttpResponseError) -> Exception:
@@ -256,7 +260,7 @@ def _translate(exc: HttpResponseError) -> Exception:
         return PreconditionFailed("the row changed since it was read")
     if status == 409:
         return StoreConflict("the row already exists")
-    if status in (400, 413) and _error_code(exc) not in ("", "InternalError"):
+    if status in (400, 413):
         return BadRequest("the request cannot be stored")
     return Unavailable("table storage is failing")
 

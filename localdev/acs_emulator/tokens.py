@@ -42,6 +42,16 @@ _ECDSA = ec.ECDSA(hashes.SHA256())
 _CLEAN_TRANS = str.maketrans({">": "\\u003e", "?": "\\u003f", "~": "\\u007e"})
 
 
+def _same_key(cert: x509.Certificate, key: object) -> bool:
+    """Whether ``key`` (a private key) belongs to ``cert``."""
+    pub = getattr(key, "public_key", None)
+    if pub is None:
+        return False
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return bool(cert.public_key().public_bytes(der, fmt) == pub().public_bytes(der, fmt))
+
+
 def b64url(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
@@ -90,7 +100,7 @@ def load_or_create_signing(directory: Path) -> SigningMaterial:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         if isinstance(key, ec.EllipticCurvePrivateKey) and (
-            cert.public_key().public_numbers() == key.public_key().public_numbers()
+            _same_key(cert, key)
         ):
             return SigningMaterial(key=key, cert=cert)
     except (OSError, ValueError):

@@ -109,7 +109,7 @@ class HostProcess:
         try:
             self._wait_ready()
         except BaseException:
-            self.stop()
+            self.cleanup()
             raise
         keys = json.loads(self.keys_file.read_text(encoding="utf-8"))
         self.master_key = keys["masterKey"]

@@ -534,19 +534,32 @@ def test_app_setting_values_come_from_parameters() -> None:
         assert not has_default(parse(MAIN)["parameters"][param])
 
 
-def _app_setting_names() -> tuple[str, ...] | None:
-    """shared/config.py's SETTING_NAMES, when the module and the tuple exist."""
+def _app_config() -> Any:
+    """The app's shared.config module, or None while it does not exist yet. Import errors of
+    an existing module are real failures and propagate."""
     if not (ROOT / "shared" / "config.py").is_file():
         return None
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    config = importlib.import_module("shared.config")
-    names = getattr(config, "SETTING_NAMES", None)
+    return importlib.import_module("shared.config")
+
+
+def _app_setting_names() -> tuple[str, ...] | None:
+    """shared/config.py's SETTING_NAMES, when the module and the tuple exist."""
+    names = getattr(_app_config(), "SETTING_NAMES", None)
     return tuple(names) if names else None
 
 
 def _is_platform_setting(name: str) -> bool:
     return name in PLATFORM_SETTINGS or name.startswith(PLATFORM_SETTING_PREFIXES)
+
+
+def test_bicep_defaults_agree_with_the_app_defaults() -> None:
+    """Where the app has its own default for a setting, Bicep should not silently differ."""
+    default_actions = getattr(_app_config(), "DEFAULT_EVENT_ACTIONS", None)
+    if default_actions is not None:
+        bicep_default = parse(MAIN)["parameters"]["eventActions"]["default"]
+        assert _event_actions(bicep_default) == _event_actions(default_actions)
 
 
 def test_app_settings_agree_with_the_app_settings_module() -> None:
@@ -612,6 +625,20 @@ def test_graph_events_use_the_microsoft_graph_partner() -> None:
     assert "MicrosoftGraphAPI" in resolve(parse(path), partner["partnerName"])
     _, _, topic = single("Microsoft.EventGrid/partnerTopics", existing=True)
     assert unwrap(topic)[0]["name"] == "graphPartnerTopicName"
+
+
+def _event_actions(raw: str) -> dict[str, str]:
+    pairs = (part.strip().partition("=") for part in raw.split(",") if part.strip())
+    return {event_type.strip(): action.strip() for event_type, _, action in pairs}
+
+
+def test_every_subscribed_event_type_has_an_event_action() -> None:
+    """An event routed to on_user_event but absent from EVENT_ACTIONS would be dropped."""
+    actions = _event_actions(parse(MAIN)["parameters"]["eventActions"]["default"])
+    assert set(actions.values()) <= {"revoke", "delete"}, actions
+    for path, name, body, _ in _event_subscriptions():
+        for event_type in body["properties"]["filter"]["includedEventTypes"]:
+            assert event_type in actions, f"{rel(path)}:{name}: {event_type} has no EVENT_ACTION"
 
 
 def test_event_features_are_off_by_default() -> None:

@@ -1,0 +1,30 @@
+"""Call function_app's functions the way the Functions worker does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+
+import function_app
+
+FUNCTIONS = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+
+
+def request(method: str, path: str, *, token: str | None = None, body: Any = None,
+            raw: bytes | None = None, route_params: dict[str, str] | None = None,
+            headers: dict[str, str] | None = None) -> func.HttpRequest:
+    all_headers = {"content-type": "application/json", **(headers or {})}
+    if token is not None:
+        all_headers["authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    return func.HttpRequest(method, f"http://localhost/api/{path}", headers=all_headers,
+                            params={}, route_params=route_params or {}, body=data)
+
+
+async def call(name: str, req: func.HttpRequest) -> tuple[int, Any, dict[str, str]]:
+    response = await FUNCTIONS[name](req)
+    body = response.get_body()
+    payload = json.loads(body) if body else None
+    return response.status_code, payload, dict(response.headers)

@@ -1,0 +1,77 @@
+"""Route template matching (ASP.NET Core syntax as used by the Functions host)."""
+
+from __future__ import annotations
+
+import pytest
+
+from localdev.host.routes import RouteTemplate, RouteTemplateError, split_path
+
+
+def m(template: str, path: str) -> dict[str, str] | None:
+    return RouteTemplate(template).match(split_path(path))
+
+
+def test_literals_are_case_insensitive() -> None:
+    assert m("Products/List", "products/LIST") == {}
+    assert m("products/list", "products") is None
+    assert m("products", "products/list") is None
+
+
+def test_parameters_and_decoding() -> None:
+    assert m("users/{id}/posts/{post}", "users/42/posts/a%20b") == {"id": "42", "post": "a b"}
+    # a decoded %2F stays inside its segment
+    assert m("p/{x}", "p/a%2Fb") == {"x": "a/b"}
+
+
+@pytest.mark.parametrize(
+    ("template", "good", "bad"),
+    [
+        ("{v:int}", "-12", "1.5"),
+        ("{v:int}", "2147483647", "2147483648"),
+        ("{v:long}", "2147483648", "x"),
+        ("{v:alpha}", "Abc", "abc1"),
+        ("{v:bool}", "TRUE", "yes"),
+        ("{v:guid}", "0f8fad5b-d9cb-469f-a165-70867728950e", "0f8fad5b"),
+        ("{v:double}", "1.5", "abc"),
+        ("{v:min(10)}", "10", "9"),
+        ("{v:range(1,3)}", "3", "4"),
+        ("{v:length(2)}", "ab", "abc"),
+        ("{v:maxlength(2)}", "ab", "abc"),
+        ("{v:regex(^a+$)}", "aaa", "aab"),
+        ("{v:int:min(5)}", "7", "3"),
+    ],
+)
+def test_constraints(template: str, good: str, bad: str) -> None:
+    assert m(template, good) == {"v": good}
+    assert m(template, bad) is None
+
+
+def test_optional_default_and_catch_all() -> None:
+    assert m("opt/{name?}", "opt") == {}
+    assert m("opt/{name?}", "opt/x") == {"name": "x"}
+    assert m("def/{name=abc}", "def") == {"name": "abc"}
+    assert m("files/{*rest}", "files/a/b%20c/d.txt") == {"rest": "a/b c/d.txt"}
+    assert m("files/{*rest}", "files") == {}
+    assert m("files/{*rest}", "other/a") is None
+
+
+def test_complex_segment() -> None:
+    assert m("dl/{name}.{ext}", "dl/report.final.pdf") == {"name": "report.final", "ext": "pdf"}
+    assert m("dl/{name}.{ext}", "dl/report") is None
+
+
+def test_precedence_orders_literals_before_parameters() -> None:
+    templates = ["items/{*rest}", "items/{slug}", "items/{id:int}", "items/new"]
+    ordered = sorted((RouteTemplate(t) for t in templates), key=lambda r: r.sort_key())
+    assert [r.template for r in ordered] == [
+        "items/new",
+        "items/{id:int}",
+        "items/{slug}",
+        "items/{*rest}",
+    ]
+
+
+@pytest.mark.parametrize("template", ["a/{*b}/c", "a//b", "{x}/{X}", "{x:nosuch}", "a/{b"])
+def test_invalid_templates(template: str) -> None:
+    with pytest.raises(RouteTemplateError):
+        RouteTemplate(template)
