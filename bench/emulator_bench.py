@@ -178,7 +178,9 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def run(conn: str, ca_file: str, args: argparse.Namespace) -> dict[str, Any]:
-    ident = _signed_call(conn, ca_file, "POST", f"/identities?api-version={API}", b"")["identity"]["id"]
+    ident = _signed_call(conn, ca_file, "POST", f"/identities?api-version={API}", b"")["identity"][
+        "id"
+    ]
 
     # 1. sequential latency on one connection
     lat_q: Any = mp.get_context("spawn").Queue()
@@ -257,12 +259,14 @@ def main() -> int:
     else:
         from localdev.acs_emulator import EmulatorProcess
 
-        with tempfile.TemporaryDirectory(prefix="acs-emu-bench-") as d:
-            with EmulatorProcess(d, rate_scale=100000.0) as emu:
-                result = run(emu.connection_string, emu.ca_file, args)
-                result["server_stats"] = {
-                    k: v for k, v in emu.stats().items() if k in ("requests", "connections")
-                }
+        with (
+            tempfile.TemporaryDirectory(prefix="acs-emu-bench-") as d,
+            EmulatorProcess(d, rate_scale=100000.0) as emu,
+        ):
+            result = run(emu.connection_string, emu.ca_file, args)
+            result["server_stats"] = {
+                k: v for k, v in emu.stats().items() if k in ("requests", "connections")
+            }
     if args.json:
         print(json.dumps(result, indent=2))
     else:

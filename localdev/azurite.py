@@ -39,10 +39,18 @@ def azurite_binary(name: str = "azurite-table") -> str:
 class AzuriteProcess:
     """Azurite on 127.0.0.1 with in-memory (or on-disk) persistence."""
 
-    def __init__(self, *, table_port: int = 0, blob_port: int = 0, queue_port: int = 0,
-                 table_only: bool = True, location: Path | None = None,
-                 https: tuple[Path, Path] | None = None, oauth: bool = False,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        table_port: int = 0,
+        blob_port: int = 0,
+        queue_port: int = 0,
+        table_only: bool = True,
+        location: Path | None = None,
+        https: tuple[Path, Path] | None = None,
+        oauth: bool = False,
+        log_file: Path | None = None,
+    ) -> None:
         self.table_only = table_only
         self.table_port = table_port or free_port()
         self.blob_port = blob_port or (0 if table_only else free_port())
@@ -63,8 +71,12 @@ class AzuriteProcess:
 
     @property
     def connection_string(self) -> str:
-        parts = [f"DefaultEndpointsProtocol={self.scheme}", f"AccountName={ACCOUNT}",
-                 f"AccountKey={DEV_KEY}", f"TableEndpoint={self.table_endpoint};"]
+        parts = [
+            f"DefaultEndpointsProtocol={self.scheme}",
+            f"AccountName={ACCOUNT}",
+            f"AccountKey={DEV_KEY}",
+            f"TableEndpoint={self.table_endpoint};",
+        ]
         if not self.table_only:
             parts.insert(3, f"BlobEndpoint={self.scheme}://127.0.0.1:{self.blob_port}/{ACCOUNT}")
             parts.insert(4, f"QueueEndpoint={self.scheme}://127.0.0.1:{self.queue_port}/{ACCOUNT}")
@@ -82,19 +94,43 @@ class AzuriteProcess:
         if self.oauth:
             common += ["--oauth", "basic"]
         if self.table_only:
-            return [azurite_binary("azurite-table"), "--tableHost", "127.0.0.1",
-                    "--tablePort", str(self.table_port), *common]
-        return [azurite_binary("azurite"), "--blobHost", "127.0.0.1", "--blobPort",
-                str(self.blob_port), "--queueHost", "127.0.0.1", "--queuePort",
-                str(self.queue_port), "--tableHost", "127.0.0.1", "--tablePort",
-                str(self.table_port), *common]
+            return [
+                azurite_binary("azurite-table"),
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                str(self.table_port),
+                *common,
+            ]
+        return [
+            azurite_binary("azurite"),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(self.blob_port),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(self.queue_port),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(self.table_port),
+            *common,
+        ]
 
     def start(self, timeout: float = 30.0) -> AzuriteProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "AZURITE_ACCOUNTS": ""}
         env.pop("AZURITE_ACCOUNTS")
-        self._proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                      cwd=ROOT, env=env, start_new_session=True)
+        self._proc = subprocess.Popen(
+            self.command(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -124,6 +160,10 @@ class AzuriteProcess:
     def __enter__(self) -> AzuriteProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -266,7 +266,9 @@ def ensure_server_cert(
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName(_san_entries(host_list)), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
                 critical=False,
@@ -281,7 +283,9 @@ def ensure_server_cert(
         return cert_path, key_path
 
 
-def server_ssl_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> ssl.SSLContext:
+def server_ssl_context(
+    cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]
+) -> ssl.SSLContext:
     """A TLS server context (TLS 1.2+) for the given chain and key."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -18,7 +18,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--data-dir", required=True, type=Path, help="keys, CA, acs.json live here")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
-    p.add_argument("--access-key", default=None, help="base64 access key (default: persisted random)")
+    p.add_argument(
+        "--access-key", default=None, help="base64 access key (default: persisted random)"
+    )
     p.add_argument("--resource-id", default=None, help="resource GUID (default: persisted random)")
     p.add_argument("--state-file", type=Path, default=None, help="persist identities here")
     p.add_argument(

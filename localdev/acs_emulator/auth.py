@@ -17,8 +17,10 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jwt
@@ -102,17 +104,18 @@ class HmacAuth:
 class JwksVerifier:
     """Verifies RS256/ES256 JWTs against a JWKS URI (fetched, cached, refetched on unknown kid)."""
 
-    def __init__(self, jwks_uri: str, ssl_cafile: str | None = None):
+    def __init__(self, jwks_uri: str, cafiles: Sequence[str | os.PathLike[str]] = ()):
+        """``cafiles``: extra CA bundles trusted for an https JWKS URI (besides the defaults)."""
         self.jwks_uri = jwks_uri
-        self._cafile = ssl_cafile
+        self._cafiles = [os.fspath(f) for f in cafiles if os.path.exists(f)]
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._version = 0
         self._lock = asyncio.Lock()
 
     def _fetch_sync(self) -> dict[str, Any]:
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=self._cafile) if self._cafile else None
+        ctx = ssl.create_default_context()
+        for extra in self._cafiles:
+            ctx.load_verify_locations(cafile=extra)
         with urllib.request.urlopen(self.jwks_uri, timeout=10, context=ctx) as resp:
             data = json.loads(resp.read())
         if not isinstance(data, dict):

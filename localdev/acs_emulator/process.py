@@ -148,12 +148,14 @@ class EmulatorProcess:
             if rc is not None:
                 self._proc = None
                 raise EmulatorError(
-                    f"ACS emulator exited with code {rc} before it was ready:\n{self._stderr_tail()}"
+                    f"ACS emulator exited with code {rc} before it was ready:\n"
+                    f"{self._stderr_tail()}"
                 )
             if time.monotonic() > deadline:
                 self._kill()
                 raise EmulatorError(
-                    f"ACS emulator not ready after {self.startup_timeout:g}s:\n{self._stderr_tail()}"
+                    f"ACS emulator not ready after {self.startup_timeout:g}s:\n"
+                    f"{self._stderr_tail()}"
                 )
             time.sleep(0.02)
         self.info = info

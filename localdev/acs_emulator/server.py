@@ -87,7 +87,12 @@ class _Fault:
     __slots__ = ("mode", "operation", "remaining", "retry_after", "status")
 
     def __init__(
-        self, operation: str, status: int | None, mode: str | None, count: int, retry_after: int | None
+        self,
+        operation: str,
+        status: int | None,
+        mode: str | None,
+        count: int,
+        retry_after: int | None,
     ):
         self.operation = operation
         self.status = status
@@ -114,7 +119,9 @@ class _Done(Exception):
         self.response = response
 
 
-def _error_body(code: str, message: str, target: str | None = None, inner: str | None = None) -> bytes:
+def _error_body(
+    code: str, message: str, target: str | None = None, inner: str | None = None
+) -> bytes:
     err: dict[str, Any] = {"code": code, "message": message}
     if target is not None:
         err["target"] = target
@@ -148,9 +155,12 @@ class Emulator:
         material: SigningMaterial = load_or_create_signing(cfg.data_dir)
         self.signer = TokenSigner(material)
         self.hmac = HmacAuth(self.access_key)
-        self.jwks = (
-            JwksVerifier(cfg.trusted_jwks_uri, cfg.jwks_cafile) if cfg.trusted_jwks_uri else None
-        )
+        self.jwks: JwksVerifier | None = None
+        if cfg.trusted_jwks_uri:
+            cafiles: list[str | os.PathLike[str]] = [cfg.data_dir / tls.CA_CERT_NAME]
+            if cfg.jwks_cafile:
+                cafiles.append(cfg.jwks_cafile)
+            self.jwks = JwksVerifier(cfg.trusted_jwks_uri, cafiles)
         self.state = State(self.resource_id, cfg.state_file)
         self.throttle = Throttle(cfg.rate_scale, cfg.throttle_window)
         self.latency = 0.0
@@ -284,7 +294,10 @@ class Emulator:
                 raise _Done(resp)
             raise _Done(
                 self._error(
-                    request, 404, "NotFound", f"No ACS Identity operation matches '{method} {path}'."
+                    request,
+                    404,
+                    "NotFound",
+                    f"No ACS Identity operation matches '{method} {path}'.",
                 )
             )
         return op, ident
@@ -401,7 +414,11 @@ class Emulator:
             if required:
                 raise _Done(
                     self._error(
-                        request, 400, "ValidationError", "A request body is required.", target="body"
+                        request,
+                        400,
+                        "ValidationError",
+                        "A request body is required.",
+                        target="body",
                     )
                 )
             return {}
@@ -736,28 +753,27 @@ class Emulator:
                 )
             if name == "health":
                 return ok({"status": "ok", "resourceId": self.resource_id})
-        elif method == "POST":
-            if name in ("validate", "faults", "reset"):
-                data = await body_obj()
-                if data is None:
-                    return bad("body must be a JSON object")
-                if name == "validate":
-                    token = data.get("token")
-                    if not isinstance(token, str):
-                        return bad("token must be a string")
-                    return ok(self.validate(token))
-                if name == "faults":
-                    err = self._set_faults(data)
-                    if err:
-                        return bad(err)
-                    return ok(
-                        {
-                            "latencyMs": round(self.latency * 1000),
-                            "faults": [f.describe() for f in self.faults],
-                        }
-                    )
-                self.reset()
-                return ok({"reset": True})
+        elif method == "POST" and name in ("validate", "faults", "reset"):
+            data = await body_obj()
+            if data is None:
+                return bad("body must be a JSON object")
+            if name == "validate":
+                token = data.get("token")
+                if not isinstance(token, str):
+                    return bad("token must be a string")
+                return ok(self.validate(token))
+            if name == "faults":
+                err = self._set_faults(data)
+                if err:
+                    return bad(err)
+                return ok(
+                    {
+                        "latencyMs": round(self.latency * 1000),
+                        "faults": [f.describe() for f in self.faults],
+                    }
+                )
+            self.reset()
+            return ok({"reset": True})
         return bad(f"no control endpoint {method} {path}", 404)
 
 

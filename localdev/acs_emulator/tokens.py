@@ -99,9 +99,7 @@ def load_or_create_signing(directory: Path) -> SigningMaterial:
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if isinstance(key, ec.EllipticCurvePrivateKey) and (
-            _same_key(cert, key)
-        ):
+        if isinstance(key, ec.EllipticCurvePrivateKey) and (_same_key(cert, key)):
             return SigningMaterial(key=key, cert=cert)
     except (OSError, ValueError):
         pass

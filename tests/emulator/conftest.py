@@ -32,7 +32,7 @@ def emu(acs_emulator: EmulatorProcess) -> Iterator[EmulatorProcess]:
 
 @pytest.fixture
 def emulator_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
-    """``emulator_factory(rate_scale=..., ...)`` starts a dedicated emulator, stopped after the test."""
+    """``emulator_factory(rate_scale=..., ...)``: a dedicated emulator, stopped after the test."""
     started: list[EmulatorProcess] = []
 
     def make(**kwargs: Any) -> EmulatorProcess:

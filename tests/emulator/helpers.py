@@ -56,10 +56,7 @@ def signed(
     """Send ``method path_and_query`` signed like the SDKs; every input can be falsified."""
     endpoint, real_key = parse_conn(emu.connection_string)
     host = urllib.parse.urlsplit(endpoint).netloc
-    if isinstance(body, (dict, list)):
-        raw = json.dumps(body).encode()
-    else:
-        raw = body or b""
+    raw = json.dumps(body).encode() if isinstance(body, (dict, list)) else body or b""
     date = date or email.utils.formatdate(time.time(), usegmt=True)
     ch = body_hash(raw)
     sig = sign(

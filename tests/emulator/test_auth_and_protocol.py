@@ -136,10 +136,15 @@ def test_encoded_and_unencoded_ids(emu: EmulatorProcess) -> None:
     a = create_identity(emu)
     b = create_identity(emu)
     # Python sync / JS: 8%3Aacs%3A...; Python aio: 8:acs:... raw
-    r1 = signed(emu, "POST", f"/identities/{quote_id(a)}/:issueAccessToken?api-version={API}",
-                {"scopes": ["chat"]})
-    r2 = signed(emu, "POST", f"/identities/{b}/:issueAccessToken?api-version={API}",
-                {"scopes": ["chat"]})
+    r1 = signed(
+        emu,
+        "POST",
+        f"/identities/{quote_id(a)}/:issueAccessToken?api-version={API}",
+        {"scopes": ["chat"]},
+    )
+    r2 = signed(
+        emu, "POST", f"/identities/{b}/:issueAccessToken?api-version={API}", {"scopes": ["chat"]}
+    )
     assert r1.status_code == 200, r1.text
     assert r2.status_code == 200, r2.text
     assert emu.validate(r1.json()["token"])["identity"] == a
@@ -194,7 +199,8 @@ def test_expiry_message_exactly_like_azure(emu: EmulatorProcess) -> None:
     assert r.json() == {
         "error": {
             "code": "ValidationError",
-            "message": "ExpiresInMinutes value 59 is invalid. Value must be within the [60, 1440] interval.",
+            "message": "ExpiresInMinutes value 59 is invalid. "
+            "Value must be within the [60, 1440] interval.",
             "target": "ExpiresInMinutes",
         }
     }

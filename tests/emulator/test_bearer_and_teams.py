@@ -155,8 +155,12 @@ async def test_aio_sdk_with_token_credential(
 @pytest.mark.parametrize(
     "mutate",
     [
-        pytest.param(lambda k: make_jwt(k, "rsa-1", aud="https://management.azure.com"), id="wrong-aud"),
-        pytest.param(lambda k: make_jwt(k, "rsa-1", aud=ACS_AUD, exp=int(time.time()) - 3600), id="expired"),
+        pytest.param(
+            lambda k: make_jwt(k, "rsa-1", aud="https://management.azure.com"), id="wrong-aud"
+        ),
+        pytest.param(
+            lambda k: make_jwt(k, "rsa-1", aud=ACS_AUD, exp=int(time.time()) - 3600), id="expired"
+        ),
         pytest.param(lambda k: make_jwt(k, "rsa-1"), id="no-aud"),
         pytest.param(lambda k: make_jwt(k, "nope", aud=ACS_AUD), id="unknown-kid"),
         pytest.param(
@@ -165,7 +169,9 @@ async def test_aio_sdk_with_token_credential(
             ),
             id="foreign-key",
         ),
-        pytest.param(lambda k: make_jwt("secret" * 8, "rsa-1", alg="HS256", aud=ACS_AUD), id="hs256"),
+        pytest.param(
+            lambda k: make_jwt("secret" * 8, "rsa-1", alg="HS256", aud=ACS_AUD), id="hs256"
+        ),
         pytest.param(lambda k: "not-a-jwt", id="garbage"),
     ],
 )
@@ -185,15 +191,16 @@ def test_bearer_trailing_slash_audience_and_no_issuer_check(
 
 
 def test_unknown_kid_triggers_refetch(jemu: EmulatorProcess, jwks: Jwks) -> None:
-    assert bearer_post(jemu, make_jwt(ec_key := ec.generate_private_key(ec.SECP256R1()), "ec-new",
-                                      alg="ES256", aud=ACS_AUD)).status_code == 401
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    token = make_jwt(ec_key, "ec-new", alg="ES256", aud=ACS_AUD)
+    assert bearer_post(jemu, token).status_code == 401
     jwks.add("ec-new", ec_key)
     before = jwks.fetches
-    r = bearer_post(jemu, make_jwt(ec_key, "ec-new", alg="ES256", aud=ACS_AUD))
+    r = bearer_post(jemu, token)
     assert r.status_code == 201, r.text
     assert jwks.fetches == before + 1
     # cached now: no further fetch for a known kid
-    assert bearer_post(jemu, make_jwt(ec_key, "ec-new", alg="ES256", aud=ACS_AUD)).status_code == 201
+    assert bearer_post(jemu, token).status_code == 201
     assert jwks.fetches == before + 1
 
 
@@ -286,9 +293,7 @@ def test_teams_exchange_without_jwks_is_401(emu: EmulatorProcess) -> None:
 
 
 def test_teams_exchange_missing_fields_is_400(emu: EmulatorProcess) -> None:
-    r = signed(
-        emu, "POST", f"/teamsUser/:exchangeAccessToken?api-version={API}", {"token": "x"}
-    )
+    r = signed(emu, "POST", f"/teamsUser/:exchangeAccessToken?api-version={API}", {"token": "x"})
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "ValidationError"
 

@@ -73,7 +73,9 @@ def test_full_lifecycle(emu: EmulatorProcess) -> None:
 
 def test_create_user_and_token_with_custom_expiry(emu: EmulatorProcess) -> None:
     c = client(emu)
-    user, tok = c.create_user_and_token(["chat", "voip"], token_expires_in=dt.timedelta(minutes=120))
+    user, tok = c.create_user_and_token(
+        ["chat", "voip"], token_expires_in=dt.timedelta(minutes=120)
+    )
     left = _expires(tok.expires_on) - dt.datetime.now(dt.timezone.utc)
     assert dt.timedelta(minutes=119) < left <= dt.timedelta(minutes=120)
     claims = decode_segment(tok.token.split(".")[1])
@@ -104,7 +106,8 @@ def test_expiry_out_of_range_rejected(emu: EmulatorProcess, minutes: int) -> Non
     assert ei.value.error.code == "ValidationError"
     assert ei.value.error.target == "ExpiresInMinutes"
     assert ei.value.error.message == (
-        f"ExpiresInMinutes value {minutes} is invalid. Value must be within the [60, 1440] interval."
+        f"ExpiresInMinutes value {minutes} is invalid. "
+        "Value must be within the [60, 1440] interval."
     )
     with pytest.raises(HttpResponseError) as ei2:
         c.create_user_and_token(["chat"], token_expires_in=dt.timedelta(minutes=minutes))
@@ -149,7 +152,9 @@ def test_all_five_scopes_accepted(emu: EmulatorProcess) -> None:
 
 def test_unknown_identity(emu: EmulatorProcess) -> None:
     c = client(emu, retry_total=0)
-    ghost = CommunicationUserIdentifier(f"8:acs:{emu.resource_id}_00000000-0000-0000-0000-000000000000")
+    ghost = CommunicationUserIdentifier(
+        f"8:acs:{emu.resource_id}_00000000-0000-0000-0000-000000000000"
+    )
     with pytest.raises(ResourceNotFoundError):
         c.get_token(ghost, ["chat"])
     with pytest.raises(ResourceNotFoundError):

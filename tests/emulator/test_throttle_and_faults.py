@@ -118,7 +118,9 @@ def test_fault_503_only_for_its_operation(emu: EmulatorProcess) -> None:
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "ServiceUnavailable"
     assert emu.identities() == [ident]
-    assert signed(emu, "DELETE", f"/identities/{quote_id(ident)}?api-version={API}").status_code == 204
+    assert (
+        signed(emu, "DELETE", f"/identities/{quote_id(ident)}?api-version={API}").status_code == 204
+    )
 
 
 def test_fault_429_retry_after_honoured_by_sdk(emu: EmulatorProcess) -> None:
@@ -126,8 +128,9 @@ def test_fault_429_retry_after_honoured_by_sdk(emu: EmulatorProcess) -> None:
     seen: list[int] = []
     c = client(emu)
     started = time.monotonic()
-    user, _ = c.create_user_and_token(["chat"], raw_response_hook=lambda r: seen.append(
-        r.http_response.status_code))
+    user, _ = c.create_user_and_token(
+        ["chat"], raw_response_hook=lambda r: seen.append(r.http_response.status_code)
+    )
     assert time.monotonic() - started >= 1.0  # the SDK waited Retry-After
     assert seen[-1] == 201
     assert emu.identities() == [user.properties["id"]]
@@ -135,13 +138,16 @@ def test_fault_429_retry_after_honoured_by_sdk(emu: EmulatorProcess) -> None:
 
 
 def test_fault_queue_in_order_and_raw_retry_after(emu: EmulatorProcess) -> None:
-    emu.set_faults(fault={"operation": "createIdentity", "status": 429, "count": 1,
-                          "retryAfterSeconds": 7})
+    emu.set_faults(
+        fault={"operation": "createIdentity", "status": 429, "count": 1, "retryAfterSeconds": 7}
+    )
     emu.set_faults(fault=[{"operation": "*", "status": 500, "count": 2}])
     r1 = signed(emu, "POST", f"/identities?api-version={API}")
     assert r1.status_code == 429
     assert r1.headers["Retry-After"] == "7"
-    assert [signed(emu, "POST", f"/identities?api-version={API}").status_code for _ in range(3)] == [
+    assert [
+        signed(emu, "POST", f"/identities?api-version={API}").status_code for _ in range(3)
+    ] == [
         500,
         500,
         201,
@@ -186,7 +192,9 @@ def test_fault_hang_released_by_reset(emu: EmulatorProcess) -> None:
 
     def call() -> None:
         try:
-            outcome.append(signed(emu, "POST", f"/identities?api-version={API}", timeout=60).status_code)
+            outcome.append(
+                signed(emu, "POST", f"/identities?api-version={API}", timeout=60).status_code
+            )
         except requests.RequestException as exc:
             outcome.append(exc)
 

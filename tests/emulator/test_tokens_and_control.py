@@ -93,8 +93,12 @@ def test_stats_and_identities(emu: EmulatorProcess) -> None:
     c.get_token(a, ["voip"])
     c.revoke_tokens(a)
     c.delete_user(b)
-    r = signed(emu, "POST", f"/identities/{quote_id(b.properties['id'])}/:issueAccessToken"
-               f"?api-version={API}", {"scopes": ["chat"]})
+    r = signed(
+        emu,
+        "POST",
+        f"/identities/{quote_id(b.properties['id'])}/:issueAccessToken?api-version={API}",
+        {"scopes": ["chat"]},
+    )
     assert r.status_code == 404
     stats = emu.stats()
     assert stats["requests"] == {

@@ -9,7 +9,9 @@ import azure.functions as func
 
 import function_app
 
-FUNCTIONS = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+#: Indexed once, as the worker does (a second get_functions() call is an error).
+INDEXED = {f.get_function_name(): f for f in function_app.app.get_functions()}
+FUNCTIONS = {name: f.get_user_function() for name, f in INDEXED.items()}
 
 
 def request(method: str, path: str, *, token: str | None = None, body: Any = None,
