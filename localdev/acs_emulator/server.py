@@ -798,6 +798,11 @@ def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
 
 async def serve(cfg: Config, ready: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     data_dir = cfg.data_dir.resolve()
     cfg.data_dir = data_dir
     emu = Emulator(cfg)
@@ -815,7 +820,6 @@ async def serve(cfg: Config, ready: Callable[[dict[str, Any]], None] | None = No
         emu.connection_made()
         return web_server()
 
-    loop = asyncio.get_running_loop()
     server = await loop.create_server(
         factory,
         host=cfg.host,
@@ -846,10 +850,6 @@ async def serve(cfg: Config, ready: Callable[[dict[str, Any]], None] | None = No
     if ready is not None:
         ready(info)
 
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
