@@ -98,25 +98,27 @@ async def openapi(call: Call) -> Reply:
 
 @app.timer_trigger(schedule="%PURGE_SCHEDULE%", arg_name="timer", run_on_startup=False,
                    use_monitor=True)
-async def purge_deleted_users(timer: func.TimerRequest) -> None:
+async def purge_deleted_users(timer: func.TimerRequest, context: func.Context) -> None:
     """Delete the ACS identities of users whose deletion grace period is over."""
-    from shared import runtime
+    from shared import runtime, telemetry
 
+    telemetry.invocation_id.set(context.invocation_id)
     report = await (await runtime.get_service()).purge()
     log.info("purge_deleted_users: %s", report.as_dict())
 
 
 @app.event_grid_trigger(arg_name="event")
-async def on_user_event(event: func.EventGridEvent) -> None:
+async def on_user_event(event: func.EventGridEvent, context: func.Context) -> None:
     """Revoke or delete on user lifecycle events (Event Grid schema or CloudEvents).
 
     Malformed and unknown events are logged and acknowledged (retrying cannot fix them);
     transient failures raise, so Event Grid retries the delivery.
     """
-    from shared import events, runtime
+    from shared import events, runtime, telemetry
     from shared.config import get_settings
     from shared.errors import BadRequest
 
+    telemetry.invocation_id.set(context.invocation_id)
     try:
         user_event = events.parse_event(event, get_settings().event_actions)
     except BadRequest as exc:

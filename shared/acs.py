@@ -130,7 +130,8 @@ def _retry_after(exc: HttpResponseError) -> int:
 
 
 def _backoff(attempt: int) -> float:
-    return min(2.0, 0.1 * 2 ** attempt) * (0.5 + random.random() / 2)  # noqa: S311
+    jitter: float = 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+    return min(2.0, 0.1 * 2.0 ** attempt) * jitter
 
 
 def _token(token: Any) -> AcsToken:

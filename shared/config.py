@@ -99,7 +99,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "COMMUNICATION_SERVICES_CONNECTION_STRING must look like endpoint=...;accesskey=...")
 
     table_uri = get("IDENTITY_TABLE_SERVICE_URI")
-    table_cs = get("IDENTITY_TABLE_CONNECTION") or (None if table_uri else get("AzureWebJobsStorage"))
+    table_cs = get("IDENTITY_TABLE_CONNECTION")
+    if table_cs is None and table_uri is None:
+        table_cs = get("AzureWebJobsStorage")
     if table_cs is None and table_uri is None:
         raise ConfigurationError(
             "IDENTITY_TABLE_CONNECTION (or AzureWebJobsStorage) or IDENTITY_TABLE_SERVICE_URI "

@@ -83,8 +83,11 @@ class Call:
 Handler = Callable[[Call], Awaitable[Reply]]
 
 
+Entry = Callable[..., Awaitable[func.HttpResponse]]
+
+
 def endpoint(*, auth: bool = True, admin: bool = False,
-             service: bool = True) -> Callable[[Handler], Callable[..., Awaitable[func.HttpResponse]]]:
+             service: bool = True) -> Callable[[Handler], Entry]:
     """Wrap a handler into a Functions HTTP entry point.
 
     The entry point keeps the signature the worker expects (``req: func.HttpRequest``),
@@ -92,8 +95,10 @@ def endpoint(*, auth: bool = True, admin: bool = False,
     every outcome, errors included, as JSON. Nothing else in the app builds responses.
     """
 
-    def wrap(handler: Handler) -> Callable[..., Awaitable[func.HttpResponse]]:
-        async def entry(req: func.HttpRequest) -> func.HttpResponse:
+    def wrap(handler: Handler) -> Entry:
+        async def entry(req: func.HttpRequest,
+                        context: func.Context | None = None) -> func.HttpResponse:
+            scope = telemetry.invocation_id.set(getattr(context, "invocation_id", None))
             try:
                 from . import runtime
 
@@ -108,7 +113,13 @@ def endpoint(*, auth: bool = True, admin: bool = False,
                 _log.exception("unhandled error in %s", handler.__name__)
                 telemetry.metric("failures", endpoint=handler.__name__)
                 return render(Reply(500, _error_body("internal_error", "internal error")))
+            finally:
+                telemetry.invocation_id.reset(scope)
 
+        # The worker passes ``context`` by name and insists its annotation be exactly
+        # func.Context; Python 3.10 would read the default as Optional[Context], so the
+        # annotation is for type checkers only.
+        del entry.__annotations__["context"]
         entry.__name__ = handler.__name__
         entry.__qualname__ = handler.__qualname__
         entry.__doc__ = handler.__doc__

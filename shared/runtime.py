@@ -9,6 +9,7 @@ function_app.py is imported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,10 +76,8 @@ async def reset() -> None:
     reset_settings()
     for resource in (old.store, old.acs, old.session, old.credential):
         if resource is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 await resource.close()
-            except Exception:  # noqa: BLE001, S110 - closing is best effort
-                pass
 
 
 async def _build() -> None:

@@ -5,6 +5,7 @@ protocols. No ``azure`` import here; docs/protocol.md explains each multi-step w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -270,10 +271,8 @@ class TokenService:
         raise Conflict("the user changed while being restored; retry")
 
     async def _revoke_quietly(self, record: UserRecord) -> None:
-        try:
+        with contextlib.suppress(AcsIdentityNotFound):
             await self._acs.revoke_tokens(record.acs_user_id)
-        except AcsIdentityNotFound:
-            pass
 
     # -- events --------------------------------------------------------------------------
 
@@ -345,6 +344,9 @@ class TokenService:
                 self._checkpoint("purge.marked")
             await self._delete_identity(record, limiter, report)
             self._checkpoint("purge.acs_deleted")
+            # The old creation claim goes first, while the row still turns requests away,
+            # so that a returning user can claim a fresh identity at once.
+            await self._store.delete_claim(Claim(record.user_id, record.created_at))
             await self._store.delete_user(record)
             self._checkpoint("purge.row_deleted")
             await self._store.delete_purge_entry(entry)

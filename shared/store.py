@@ -164,10 +164,8 @@ class TableIdentityStore:
         return [PurgeEntry(entity["UserId"], _parse(entity["Due"])) for entity in entities]
 
     async def delete_purge_entry(self, entry: PurgeEntry) -> None:
-        try:
-            await self._delete(keys.PURGE_PARTITION, _purge_row(entry), None)
-        except PreconditionFailed:
-            pass  # already gone: a duplicate run got there first
+        # Unconditional: if it is already gone, a duplicate run got there first.
+        await self._delete(keys.PURGE_PARTITION, _purge_row(entry), None)
 
     async def ping(self) -> None:
         await self._get(keys.CLAIMS_PARTITION, "~ping")

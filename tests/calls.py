@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import azure.functions as func
@@ -25,8 +26,17 @@ def request(method: str, path: str, *, token: str | None = None, body: Any = Non
                             params={}, route_params=route_params or {}, body=data)
 
 
+class Context:
+    """What the worker passes as ``context`` (the parts the app reads)."""
+
+    def __init__(self, name: str) -> None:
+        self.invocation_id = str(uuid.uuid4())
+        self.function_name = name
+        self.function_directory = "."
+
+
 async def call(name: str, req: func.HttpRequest) -> tuple[int, Any, dict[str, str]]:
-    response = await FUNCTIONS[name](req)
+    response = await FUNCTIONS[name](req, context=Context(name))
     body = response.get_body()
     payload = json.loads(body) if body else None
     return response.status_code, payload, dict(response.headers)

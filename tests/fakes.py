@@ -90,6 +90,9 @@ class MemoryStore:
         await asyncio.sleep(0)
         self.writes += 1
         current = self.claims.get(claim.user_id)
+        if claim.etag is None:
+            self.claims.pop(claim.user_id, None)
+            return
         if current is None or current.etag != claim.etag:
             raise PreconditionFailed("changed")
         del self.claims[claim.user_id]

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import ssl
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -116,7 +117,12 @@ class JwksVerifier:
         ctx = ssl.create_default_context()
         for extra in self._cafiles:
             ctx.load_verify_locations(cafile=extra)
-        with urllib.request.urlopen(self.jwks_uri, timeout=10, context=ctx) as resp:
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=ctx)]
+        host = urllib.parse.urlsplit(self.jwks_uri).hostname or ""
+        if host in ("localhost", "127.0.0.1", "::1"):
+            handlers.append(urllib.request.ProxyHandler({}))  # local JWKS: bypass proxies
+        opener = urllib.request.build_opener(*handlers)
+        with opener.open(self.jwks_uri, timeout=10) as resp:
             data = json.loads(resp.read())
         if not isinstance(data, dict):
             raise ValueError("JWKS is not an object")

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Control calls are always local: never send them through an HTTP(S)_PROXY.
+_NO_PROXY_HANDLER = urllib.request.ProxyHandler({})
 
 
 class EmulatorError(RuntimeError):
@@ -199,8 +201,11 @@ class EmulatorProcess:
         req = urllib.request.Request(url, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        opener = urllib.request.build_opener(
+            _NO_PROXY_HANDLER, urllib.request.HTTPSHandler(context=self._ssl)
+        )
         try:
-            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as resp:
+            with opener.open(req, timeout=timeout) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise EmulatorError(

@@ -252,6 +252,13 @@ class Emulator:
             return await self._exchange(request, body)
         except _Done as done:
             return done.response
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unexpected error handling %s %s", request.method, raw)
+            return self._error(
+                request, 500, "InternalServerError", "The emulator failed to process the request."
+            )
 
     # ------------------------------------------------------------------ pipeline steps
     def _route(self, request: web.BaseRequest, path: str) -> tuple[str, str]:
@@ -856,6 +863,7 @@ async def serve(cfg: Config, ready: Callable[[dict[str, Any]], None] | None = No
         log.info("shutting down")
         server.close()
         emu.release_hangs()
+        web_server.pre_shutdown()  # closes idle keep-alive connections right away
         await web_server.shutdown(2.0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 2.0)

@@ -127,3 +127,21 @@ def test_cli_sigint(tmp_path: Path) -> None:
     proc.stdout.close()
     assert proc.stderr is not None
     proc.stderr.close()
+
+
+def test_state_written_on_change_survives_sigkill(
+    emulator_factory: Callable[..., EmulatorProcess], tmp_path: Path
+) -> None:
+    import time
+
+    state = tmp_path / "crash-state.json"
+    emu = emulator_factory(state_file=state)
+    user = client(emu).create_user()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # debounced write, no shutdown needed
+        if state.exists() and user.properties["id"] in json.loads(state.read_text())["identities"]:
+            break
+        time.sleep(0.05)
+    emu.kill()  # no clean shutdown
+    emu.start()
+    assert emu.identities() == [user.properties["id"]]

@@ -29,8 +29,8 @@ def client(emu: EmulatorProcess, **kw: object) -> CommunicationIdentityClient:
 # ---------------------------------------------------------------------------- throttling
 @pytest.fixture
 def tiny(emulator_factory: Callable[..., EmulatorProcess]) -> EmulatorProcess:
-    # limits: 1000*0.002 = 2 creates/issues, 500*0.002 -> 1 revoke/delete/exchange per 4 s window
-    return emulator_factory(rate_scale=0.002, extra_args=("--throttle-window", "4"))
+    # limits: 1000*0.002 = 2 creates/issues, 500*0.002 -> 1 revoke/delete/exchange per 2 s window
+    return emulator_factory(rate_scale=0.002, extra_args=("--throttle-window", "2"))
 
 
 def test_limits_scaled(tiny: EmulatorProcess) -> None:
@@ -55,7 +55,7 @@ def test_raw_429_with_retry_after(tiny: EmulatorProcess) -> None:
     )
     assert r.status_code == 429
     retry_after = int(r.headers["Retry-After"])
-    assert 1 <= retry_after <= 4
+    assert 1 <= retry_after <= 2
     assert r.json()["error"]["code"] == "TooManyRequests"
     assert r.headers["x-ms-client-request-id"] == "t-1"
     assert "MS-CV" in r.headers

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from shared.telemetry import round_trips
-from tests.calls import FUNCTIONS, call, request
+from tests.calls import call, request
 
 pytestmark = pytest.mark.usefixtures("app_env")
 ADMIN = "TokenService.Admin"
@@ -110,8 +110,8 @@ async def test_auth_matrix_rejects(issuer, acs, case):
 
         public = keys.rsa_private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        import hmac
         import hashlib
+        import hmac
 
         head = {"alg": "HS256", "typ": "JWT", "kid": header["kid"]}
         unsigned = forge(claims, head).rsplit(".", 1)[0]

@@ -342,3 +342,13 @@ async def test_teams_exchange_only_for_the_callers_own_id():
         await service.exchange_teams_token(alice, TeamsTokenRequest("t", "app", "bob"))
     token = await service.exchange_teams_token(alice, TeamsTokenRequest("t", "app", "alice"))
     assert token.token == "teams-token" and acs.calls["exchange"] == 1
+
+
+async def test_user_returning_right_after_purge_gets_a_new_identity_at_once():
+    service, store, acs, _ = make(grace=0)
+    first = await service.issue_token(alice, TokenRequest())
+    await service.delete("alice")
+    assert (await service.purge()).purged == 1 and not store.claims
+    again = await service.issue_token(alice, TokenRequest())  # no wait on a stale claim
+    assert again.acs_user_id != first.acs_user_id and acs.calls["create"] == 2
+    invariants(store, acs)

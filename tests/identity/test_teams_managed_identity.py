@@ -1,0 +1,64 @@
+"""POST /api/token/teams with the ACS client authenticated by managed identity (Bearer).
+
+Two different Bearer tokens meet at the emulator: the service's own managed-identity
+token in ``Authorization`` (audience ``https://communication.azure.com``) and the Teams
+user's Entra token in the body (audience ``https://auth.msft.communication.azure.com``).
+"""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from tests.calls import call, request
+
+from .conftest import CLIENT_ID, Wire
+
+pytestmark = pytest.mark.usefixtures("mi_app_env")
+
+APP_ID = "0a1b2c3d-app-teams"
+
+
+async def exchange(issuer, caller: str, body: dict) -> tuple[int, dict, dict]:
+    return await call("exchange_teams_token", request(
+        "POST", "token/teams", token=issuer.mint(caller), body=body))
+
+
+async def test_teams_exchange_over_managed_identity(issuer, acs, wire: Wire):
+    before = issuer.stats()["msiRequests"]
+    entra = issuer.mint_teams(oid="teams-mi-user", appid=APP_ID)
+    status, body, headers = await exchange(
+        issuer, "teams-mi-user", {"token": entra, "appId": APP_ID, "userId": "teams-mi-user"})
+    assert status == 200, body
+    assert set(body) == {"token", "expiresOn"} and headers["Pragma"] == "no-cache"
+    assert acs.validate(body["token"]) == {
+        "valid": True, "reason": "ok", "identity": "8:orgid:teams-mi-user"}
+    assert issuer.stats()["msiRequests"] - before == 1  # ACS only; no table access
+    sent = wire.to(acs.port)
+    assert len(sent) == 1 and sent[0].url.split("?")[0].endswith("/teamsUser/:exchangeAccessToken")
+    service_token = jwt.decode(sent[0].bearer, options={"verify_signature": False})
+    assert service_token["aud"].rstrip("/") == "https://communication.azure.com"
+    assert service_token["appid"] == CLIENT_ID
+    stats = acs.stats()
+    assert stats["requests"]["exchangeTeamsUserAccessToken"] == 1
+    assert stats["unauthenticated"] == 0 and stats["identities"] == 0
+
+
+async def test_teams_exchange_rejections_over_managed_identity(issuer, acs):
+    entra = issuer.mint_teams(oid="teams-mi-user", appid=APP_ID)
+    # Someone else's Teams token: refused before ACS is called.
+    status, body, _ = await exchange(
+        issuer, "mallory", {"token": entra, "appId": APP_ID, "userId": "teams-mi-user"})
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    assert acs.stats()["requests"]["exchangeTeamsUserAccessToken"] == 0
+    # ACS rejects the Teams token (wrong app id): a 400 for the caller, not a 503, even
+    # though the service's own Bearer token was fine.
+    status, body, _ = await exchange(
+        issuer, "teams-mi-user", {"token": entra, "appId": "other-app", "userId": "teams-mi-user"})
+    assert status == 400 and body["error"]["code"] == "acs_rejected"
+    # An expired Teams token: rejected the same way.
+    stale = issuer.mint_teams(oid="teams-mi-user", appid=APP_ID, minutes=-5)
+    status, body, _ = await exchange(
+        issuer, "teams-mi-user", {"token": stale, "appId": APP_ID, "userId": "teams-mi-user"})
+    assert status == 400 and body["error"]["code"] == "acs_rejected"
+    assert acs.stats()["unauthenticated"] == 0
