@@ -158,3 +158,24 @@ async def test_transient_failure_raises_so_event_grid_retries(issuer, acs):
     acs.clear_faults()
     await deliver(grid_event("TokenService.RevokeTokens", {"userId": "flaky"}))
     assert acs.stats()["requests"]["revokeAccessTokens"] >= 2
+
+
+async def test_purge_work_grows_with_due_users_not_all_users(issuer, acs):
+    """5 due among 60 active users: the purge reads the index range and 5 rows."""
+    from shared.telemetry import round_trips
+
+    for i in range(60):
+        await token(issuer, f"active-{i}")
+    for i in range(5):
+        await token(issuer, f"due-{i}")
+        status, _, _ = await call("delete_me", request("DELETE", "me", token=issuer.mint(f"due-{i}")))
+        assert status == 202
+    round_trips.reset()
+    await purge()
+    counts = round_trips.snapshot()
+    assert len(acs.identities()) == 60
+    # 1 index query + 1 point read per due user + 1 expired-claims query (none expired yet)
+    assert counts["tableReads"] == 1 + 5 + 1
+    assert counts["acs"] == 5
+    # per user: mark purging, delete claim, delete row, delete index entry
+    assert counts["tableWrites"] == 5 * 4
