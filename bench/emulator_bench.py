@@ -170,6 +170,16 @@ def _signed_call(conn: str, ca_file: str, method: str, path: str, body: bytes) -
         return json.loads(resp.read())
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """utime+stime of a process (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -263,10 +273,14 @@ def main() -> int:
             tempfile.TemporaryDirectory(prefix="acs-emu-bench-") as d,
             EmulatorProcess(d, rate_scale=100000.0) as emu,
         ):
+            cpu0, n0 = _cpu_seconds(emu.pid), emu.stats()["requests"]["issueAccessToken"]
             result = run(emu.connection_string, emu.ca_file, args)
+            cpu1, n1 = _cpu_seconds(emu.pid), emu.stats()["requests"]["issueAccessToken"]
             result["server_stats"] = {
                 k: v for k, v in emu.stats().items() if k in ("requests", "connections")
             }
+            if cpu0 is not None and cpu1 is not None and n1 > n0 and cpu1 > cpu0:
+                result["server_cpu_us_per_request"] = (cpu1 - cpu0) / (n1 - n0) * 1e6
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -280,6 +294,12 @@ def main() -> int:
             f"{t['duration_s']:g} s): {t['req_per_s']:.0f} req/s, p50 {t['p50_ms']:.3f} ms, "
             f"p99 {t['p99_ms']:.3f} ms, errors {t['errors']} {t['error_statuses']}"
         )
+        if "server_cpu_us_per_request" in result:
+            us = result["server_cpu_us_per_request"]
+            print(
+                f"server CPU per request: {us:.0f} us "
+                f"(one core saturates at ~{1e6 / us:.0f} req/s; load-independent)"
+            )
     ok = result["throughput"]["errors"] == 0 and result["sequential"]["errors"] == 0
     return 0 if ok else 1
 

@@ -12,12 +12,32 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
 T = TypeVar("T")
+
+
+# Resolved in the parent: a forked child of a threaded process must not import anything.
+_PRCTL: Callable[..., int] | None = None
+if sys.platform == "linux":
+    try:
+        import ctypes
+
+        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover
+        _PRCTL = None
+_PR_SET_PDEATHSIG = 1
+_SIGTERM = int(signal.SIGTERM)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGTERM this child if the stack dies without stopping it (e.g. SIGKILL)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, _SIGTERM)
 
 
 class StackError(RuntimeError):
@@ -79,6 +99,7 @@ class Child:
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -91,6 +112,7 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> Child:
+        self._terminated = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         try:
@@ -102,6 +124,7 @@ class Child:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,
             )
         except OSError as exc:
             self._close_log()
@@ -140,9 +163,14 @@ class Child:
             delay = min(delay * 1.5, 0.25)
 
     def terminate(self) -> None:
-        """SIGTERM to the child's process group (no wait)."""
-        if self.alive:
+        """SIGTERM to the child's process group, once (no wait).
+
+        Once only: Azurite handles the first SIGTERM (``process.once``) by saving its
+        databases; a second one would kill it before it has.
+        """
+        if self.alive and not self._terminated:
             assert self.proc is not None
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from localdev import tls
-from localdev.azurite import ACCOUNT, DEV_KEY, AzuriteProcess
+from localdev.azurite import AzuriteProcess
 
 from .children import Child, PortInUseError, StackError, free_port, port_accepts, port_is_free
 
@@ -63,6 +62,20 @@ _APP_SETTING_NAMES = (
     "CREATE_LEASE_SECONDS",
     "EVENT_ACTIONS",
 )
+
+
+
+def _setting_names() -> set[str]:
+    """The app's own list (shared.config imports no SDK), plus ours as a fallback."""
+    names = set(_APP_SETTING_NAMES)
+    try:
+        from shared.config import SETTING_NAMES
+
+        names.update(SETTING_NAMES)
+    except ImportError:  # pragma: no cover - another app directory
+        pass
+    return names
+
 
 # Never send loopback calls through a proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -163,6 +176,8 @@ class Stack:
         self.host = ""
         self.settings: dict[str, str] = {}
         self.children: dict[str, Child] = {}
+        #: Merged into stack.json (the CLI adds its dev tokens here).
+        self.extra_info: dict[str, Any] = {}
         self._azurite: AzuriteProcess | None = None
         self._started = False
 
@@ -312,12 +327,11 @@ class Stack:
         self.acs_connection_string = str(acs_info["connectionString"])
         self.acs_port = int(acs_info["port"])
 
-        for port in self.azurite_ports:
-            azurite.wait_for(
-                lambda p=port: True if port_accepts(p) else None,  # type: ignore[misc]
-                self.startup_timeout,
-                f"Azurite listening on port {port}",
-            )
+        azurite.wait_for(
+            lambda: True if all(port_accepts(p) for p in self.azurite_ports) else None,
+            self.startup_timeout,
+            "Azurite listening on ports {}, {}, {}".format(*self.azurite_ports),
+        )
         self.table_connection_string = self._azurite.connection_string
         self.storage_connection_string = (
             "UseDevelopmentStorage=true"
@@ -335,7 +349,7 @@ class Stack:
         self.api_base = self.base_url + "/api"
         self.settings = self.app_settings()
         env = dict(base_env)
-        for name in _APP_SETTING_NAMES:
+        for name in _setting_names():
             env.pop(name, None)
         env.update(self.settings)
         func = func_executable() if self.use_func is not False else None
@@ -524,19 +538,8 @@ class Stack:
             },
             "pids": self.pids,
             "graceMinutes": self.grace_minutes,
+            **self.extra_info,
         }
 
     def write_state(self) -> None:
         _write_json_atomic(self.state_file, self.info(), private=True)
-
-    # -------------------------------------------------------------------- waiting
-    def wait_until(self, check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-        """Poll ``check()`` until truthy (for tests; bounded, never an assertion by itself)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(0.05)

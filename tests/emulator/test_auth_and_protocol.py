@@ -247,6 +247,7 @@ def test_response_headers(emu: EmulatorProcess) -> None:
     )
     assert r3.status_code == 204
     assert r3.content == b""
+    assert "Content-Type" not in r3.headers
     assert r3.headers["x-ms-client-request-id"] == "rev-1"
     assert "MS-CV" in r3.headers
     assert "api-supported-versions" in r3.headers

@@ -127,6 +127,9 @@ async def mi_app_env(azurite_mi: Any, issuer: Any, acs: Any,
         "AUTH_AUDIENCE": issuer.audience,
         "DELETION_GRACE_MINUTES": "0",
         "PURGE_SCHEDULE": "0 */5 * * * *",
+        # As infra/app/api.bicep sets them: identity-based host storage, no connection string.
+        "AzureWebJobsStorage__credential": "managedidentity",
+        "AzureWebJobsStorage__clientId": CLIENT_ID,
         **issuer.mi_env(),
     }
     for name, value in env.items():

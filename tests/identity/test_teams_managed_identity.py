@@ -62,3 +62,46 @@ async def test_teams_exchange_rejections_over_managed_identity(issuer, acs):
         issuer, "teams-mi-user", {"token": stale, "appId": APP_ID, "userId": "teams-mi-user"})
     assert status == 400 and body["error"]["code"] == "acs_rejected"
     assert acs.stats()["unauthenticated"] == 0
+
+
+@pytest.fixture
+def foreign_identity(tmp_path, monkeypatch):
+    """The managed identity endpoint of another tenant: Azurite (which checks no
+    signature) still takes its tokens, ACS does not, like an identity that lacks its
+    ACS role assignment or a stale AZURE_CLIENT_ID."""
+    from localdev.issuer import IssuerServer
+
+    with IssuerServer(tmp_path / "foreign") as other:
+        for name, value in other.mi_env().items():
+            monkeypatch.setenv(name, value)
+        yield other
+
+
+async def test_acs_refusing_the_service_identity_is_a_logged_503(
+        issuer, acs, foreign_identity, caplog):
+    from shared import runtime
+
+    await runtime.reset()
+    status, body, headers = await call("issue_token", request(
+        "POST", "token", token=issuer.mint("refused")))
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    assert headers["Retry-After"] == "30"
+    assert acs.stats()["unauthenticated"] >= 1
+    assert "ACS rejected the service's request" in caplog.text  # operators see why
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: shared/acs.py _classify maps every 400/401/403 of exchangeTeamsUserAccessToken to "
+    "AcsRejected (400, unlogged), so ACS refusing the SERVICE's own credential (401 Denied / "
+    "403: missing role, wrong key) is reported to the Teams caller as a bad Teams token"))
+async def test_teams_exchange_when_acs_refuses_the_service_identity(
+        issuer, acs, foreign_identity, caplog):
+    from shared import runtime
+
+    await runtime.reset()
+    entra = issuer.mint_teams(oid="teams-mi-user", appid=APP_ID)  # a perfectly good token
+    status, body, _ = await exchange(
+        issuer, "teams-mi-user", {"token": entra, "appId": APP_ID, "userId": "teams-mi-user"})
+    assert acs.stats()["unauthenticated"] >= 1  # ACS refused the service, not the Teams token
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    assert "ACS rejected the service's request" in caplog.text

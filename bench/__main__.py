@@ -1,0 +1,262 @@
+"""``python -m bench [--smoke] [--output PATH] [--acs-latency-ms MS] [--profile DIR]``
+
+Starts Azurite, the local issuer and two ACS emulators (one effectively unthrottled for
+the throughput runs, one with the delete limit scaled down for the purge run), injects a
+fixed ACS latency, then runs every scenario in fresh worker processes (bench/worker.py)
+and the cold-start scripts (bench/coldstart.py), prints a table and writes the JSON.
+See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.coldstart import ROOT, environment, first_token, import_and_index
+
+#: Settings that must not leak from the caller's environment into the workers.
+_APP_SETTINGS = (
+    "COMMUNICATION_SERVICES_CONNECTION_STRING", "COMMUNICATION_SERVICES_ENDPOINT",
+    "IDENTITY_TABLE_CONNECTION", "AzureWebJobsStorage", "IDENTITY_TABLE_SERVICE_URI",
+    "AZURE_CLIENT_ID", "IDENTITY_TABLE_NAME", "AUTH_MODE", "AUTH_ISSUER", "AUTH_AUDIENCE",
+    "AUTH_JWKS_URI", "AUTH_USER_CLAIM", "AUTH_ADMIN_ROLE", "ALLOWED_SCOPES", "DEFAULT_SCOPES",
+    "TOKEN_LIFETIME_MINUTES", "DELETION_GRACE_MINUTES", "PURGE_SCHEDULE", "PURGE_BATCH_SIZE",
+    "ACS_DELETE_LIMIT_PER_30S", "ACS_TIMEOUT_SECONDS", "CREATE_LEASE_SECONDS", "EVENT_ACTIONS",
+    "PYTHON_THREADPOOL_THREAD_COUNT",
+)
+
+
+@dataclass
+class Plan:
+    users: int
+    memory_tokens: tuple[int, int]
+    levels: tuple[tuple[int, int, int], ...]  # (concurrency, requests, warmup)
+    quickstart_levels: tuple[tuple[int, int, int], ...]
+    rt_users: int
+    cold_runs: int
+    purge_users: int
+    purge_rate_scale: float
+    main_rate_scale: float = 1000.0
+    profile_requests: int = 2000
+
+
+FULL = Plan(
+    users=2000, memory_tokens=(1000, 10000),
+    levels=((1, 120, 10), (16, 1500, 64), (64, 3000, 256)),
+    quickstart_levels=((1, 30, 2), (16, 160, 16), (64, 320, 64)),
+    rt_users=3, cold_runs=7, purge_users=120, purge_rate_scale=0.2)
+
+SMOKE = Plan(
+    users=20, memory_tokens=(10, 300),
+    levels=((1, 5, 1), (16, 32, 16), (64, 64, 64)),
+    quickstart_levels=((1, 2, 1), (16, 16, 0), (64, 64, 0)),
+    rt_users=2, cold_runs=1, purge_users=5, purge_rate_scale=0.2, profile_requests=200)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _levels(levels: tuple[tuple[int, int, int], ...]) -> list[dict[str, int]]:
+    return [{"concurrency": c, "requests": n, "warmup": w} for c, n, w in levels]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, plan: Plan, workdir: Path) -> None:
+        self.args = args
+        self.plan = plan
+        self.workdir = workdir
+
+    def run_worker(self, scenario: str, cfg: dict[str, Any], env: dict[str, str]) -> Any:
+        cfg = {"scenario": scenario, **cfg}
+        config_path = self.workdir / f"{scenario}.config.json"
+        out_path = self.workdir / f"{scenario}.result.json"
+        log_path = self.workdir / f"{scenario}.log"
+        config_path.write_text(json.dumps(cfg))
+        log(f"worker {scenario} ...")
+        began = time.perf_counter()
+        with open(log_path, "wb") as err:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.worker", str(config_path), str(out_path)],
+                cwd=ROOT, env=env, stdout=err, stderr=subprocess.STDOUT, timeout=900,
+                check=False)
+        if proc.returncode != 0:
+            tail = log_path.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"worker {scenario} failed ({proc.returncode}):\n{tail}")
+        log(f"worker {scenario} done in {time.perf_counter() - began:.1f} s")
+        return json.loads(out_path.read_text())
+
+    def run(self) -> dict[str, Any]:
+        from localdev import tls
+        from localdev.acs_emulator import EmulatorProcess
+        from localdev.azurite import AzuriteProcess
+        from localdev.issuer import IssuerServer
+        from shared.keys import user_key
+
+        plan, args = self.plan, self.args
+        started = time.perf_counter()
+        acs_dir, purge_dir = self.workdir / "acs", self.workdir / "acs-purge"
+        tls.ensure_ca(acs_dir)  # one CA for both emulators: one SSL_CERT_FILE
+        purge_dir.mkdir(parents=True, exist_ok=True)
+        for name in (tls.CA_CERT_NAME, tls.CA_KEY_NAME):
+            shutil.copy2(acs_dir / name, purge_dir / name)
+        ca_file = str(acs_dir / tls.CA_CERT_NAME)
+
+        log("starting Azurite, issuer and ACS emulators")
+        with (AzuriteProcess() as azurite,
+              IssuerServer(self.workdir / "issuer") as issuer,
+              EmulatorProcess(acs_dir, rate_scale=plan.main_rate_scale) as acs,
+              EmulatorProcess(purge_dir, rate_scale=plan.purge_rate_scale) as acs_purge):
+            acs.set_faults(latency_ms=args.acs_latency_ms)
+            acs_purge.set_faults(latency_ms=args.acs_latency_ms)
+            delete_limit = int(acs_purge.stats()["limits"]["deleteIdentity"])
+
+            log("minting caller tokens")
+            mint_minutes = 240
+
+            def user(uid: str) -> dict[str, str]:
+                return {"userId": uid, "token": issuer.mint(sub=uid, minutes=mint_minutes),
+                        "partitionKey": user_key(uid)}
+
+            run_id = uuid.uuid4().hex[:8]
+            users = [user(f"bench-{run_id}-user-{i:05d}") for i in range(plan.users)]
+            rt_users = [user(f"bench-{run_id}-rt-{i}") for i in range(plan.rt_users)]
+            warmup_user = user(f"bench-{run_id}-warmup")
+            purge_users = [user(f"bench-{run_id}-purge-{i:04d}")
+                           for i in range(plan.purge_users)]
+            table, purge_table = f"bench{run_id}", f"benchpurge{run_id}"
+
+            base = {name: "" for name in _APP_SETTINGS}
+            base.update({
+                "SSL_CERT_FILE": ca_file, "REQUESTS_CA_BUNDLE": ca_file,
+                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                "COMMUNICATION_SERVICES_CONNECTION_STRING": acs.connection_string,
+                "IDENTITY_TABLE_CONNECTION": azurite.connection_string,
+                "IDENTITY_TABLE_NAME": table,
+                "AUTH_ISSUER": issuer.issuer, "AUTH_AUDIENCE": issuer.audience,
+                "DELETION_GRACE_MINUTES": "0", "PURGE_SCHEDULE": "0 */5 * * * *",
+            })
+            env = environment(base)
+            env = {k: v for k, v in env.items() if v != "" or k not in _APP_SETTINGS}
+            common = {"tableConnection": azurite.connection_string, "tableName": table,
+                      "acsConnectionString": acs.connection_string,
+                      "rtUsers": rt_users, "profileRequests": plan.profile_requests}
+            profile_dir = str(Path(args.profile).resolve()) if args.profile else None
+
+            ours = self.run_worker("ours", {
+                **common, "users": users, "warmupUser": warmup_user,
+                "levels": _levels(plan.levels), "memoryTokens": list(plan.memory_tokens),
+                "profile": profile_dir}, env)
+            ceiling = self.run_worker("ceiling", {
+                **common, "users": users, "levels": _levels(plan.levels),
+                "profile": profile_dir}, env)
+            quickstart = self.run_worker("quickstart", {
+                **common, "levels": _levels(plan.quickstart_levels)}, env)
+
+            log(f"cold start: {plan.cold_runs} fresh processes per figure")
+            import_index = import_and_index(env, plan.cold_runs)
+            cold_users = users[-plan.cold_runs:] if plan.cold_runs <= len(users) else users
+            first = first_token(env, cold_users, plan.cold_runs)
+
+            purge_env = {**env,
+                         "COMMUNICATION_SERVICES_CONNECTION_STRING": acs_purge.connection_string,
+                         "IDENTITY_TABLE_NAME": purge_table,
+                         "ACS_DELETE_LIMIT_PER_30S": str(delete_limit)}
+            purge = self.run_worker("purge", {
+                "users": purge_users, "emulatorEndpoint": acs_purge.endpoint,
+                "emulatorCaFile": ca_file}, purge_env)
+            emulator_stats = {"main": acs.stats(), "purge": acs_purge.stats()}
+            issuer_stats = issuer.stats()
+
+        results: dict[str, Any] = {
+            "meta": {
+                "mode": "smoke" if args.smoke else "full",
+                "command": " ".join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
+                "acsLatencyMs": args.acs_latency_ms,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "plan": asdict(plan),
+                "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "durationSeconds": round(time.perf_counter() - started, 1),
+                "quickstartThreads": quickstart["threads"],
+                "emulatorMainRateScale": plan.main_rate_scale,
+                "emulatorPurgeRateScale": plan.purge_rate_scale,
+            },
+            "roundTrips": {"ours": ours["roundTrips"], "ceiling": ceiling["roundTrips"],
+                           "quickstart": quickstart["roundTrips"]},
+            "throughput": {"ours": ours["levels"], "ceiling": ceiling["levels"],
+                           "quickstart": quickstart["levels"],
+                           "oursFirstToken": {"64": ours["firstToken"].get(
+                               "b", ours["firstToken"]["a"])},
+                           "oursFirstTokenSegments": ours["firstToken"]},
+            "cpuPerToken": {"ours": ours["cpuMsPerToken"], "ceiling": ceiling["cpuMsPerToken"],
+                            "quickstart": quickstart["cpuMsPerToken"], "unit": "ms",
+                            "concurrency": 64},
+            "coldStart": {"runs": plan.cold_runs, "importIndex": import_index,
+                          "firstToken": first},
+            "memory": ours["memory"],
+            "ceilingMemory": ceiling["memory"],
+            "purge": purge,
+            "workers": {name: {"processSeconds": r["processSeconds"],
+                               "processCpuSeconds": r["processCpuSeconds"]}
+                        for name, r in (("ours", ours), ("ceiling", ceiling),
+                                        ("quickstart", quickstart), ("purge", purge))},
+            "emulatorStats": emulator_stats,
+            "issuerStats": issuer_stats,
+        }
+        # The throughput table is indexed by concurrency as a string: JSON keys.
+        results["throughput"]["oursFirstToken"] = {
+            "64": results["throughput"]["oursFirstToken"]["64"]}
+        if profile_dir:
+            results["profiles"] = {"directory": profile_dir}
+        results["meta"]["durationSeconds"] = round(time.perf_counter() - started, 1)
+        results["targets"] = report.targets(results)
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="every scenario with tiny counts")
+    p.add_argument("--output", default=str(ROOT / "bench" / "results.json"),
+                   help="where to write the JSON results (default bench/results.json)")
+    p.add_argument("--acs-latency-ms", type=float, default=50.0,
+                   help="latency the ACS emulator adds to every ACS call (default 50)")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="also profile ours and ceiling at concurrency 64 (pyinstrument and "
+                        "cProfile) after the measured runs; reports go to DIR")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = p.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    workdir = Path(tempfile.mkdtemp(prefix="acs-bench-"))
+    try:
+        results = Bench(args, plan, workdir).run()
+    except BaseException:
+        log(f"failed; work directory kept: {workdir}")
+        raise
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.table(results))
+    print(f"\nresults: {output}")
+    if args.keep:
+        log(f"work directory: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Cold-start figures, each from fresh ``python -c`` processes (so nothing is cached).
+
+Every script starts its clock at its first statement, so interpreter start-up (the same
+for both sides of a comparison) is left out; the orchestrator also records each
+process's whole wall time. App settings and SSL_CERT_FILE come from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+INDEX_APP = """
+import json, sys, time
+t0 = time.perf_counter()
+import function_app
+functions = function_app.app.get_functions()
+t1 = time.perf_counter()
+print(json.dumps({"seconds": t1 - t0, "functions": len(functions), "modules": len(sys.modules)}))
+"""
+
+INDEX_EMPTY = """
+import json, sys, time
+t0 = time.perf_counter()
+import azure.functions as func
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+functions = app.get_functions()
+t1 = time.perf_counter()
+print(json.dumps({"seconds": t1 - t0, "functions": len(functions), "modules": len(sys.modules)}))
+"""
+
+FIRST_TOKEN_OURS = """
+import json, os, sys, time
+t0 = time.perf_counter()
+import asyncio
+import azure.functions as func
+t_func = time.perf_counter()
+import function_app
+functions = {f.get_function_name(): f.get_user_function()
+             for f in function_app.app.get_functions()}
+t_index = time.perf_counter()
+
+class Context:
+    invocation_id = "cold-start"
+    function_name = "issue_token"
+    function_directory = "."
+
+async def main():
+    req = func.HttpRequest("POST", "http://localhost/api/token", headers={
+        "authorization": "Bearer " + os.environ["BENCH_TOKEN"],
+        "content-type": "application/json"}, params={}, route_params={}, body=b"")
+    fn = functions["issue_token"]
+    import inspect
+    if "context" in inspect.signature(fn).parameters:
+        response = await fn(req, context=Context())
+    else:
+        response = await fn(req)
+    t1 = time.perf_counter()
+    from shared import runtime
+    await runtime.reset()
+    return response.status_code, t1
+
+status, t1 = asyncio.run(main())
+print(json.dumps({"seconds": t1 - t0, "indexSeconds": t_index - t0, "status": status,
+                  "azureFunctionsImportSeconds": t_func - t0, "modules": len(sys.modules)}))
+"""
+
+FIRST_TOKEN_CEILING = """
+import json, os, sys, time
+t0 = time.perf_counter()
+import asyncio
+from datetime import timedelta
+from azure.communication.identity import CommunicationUserIdentifier
+from azure.communication.identity.aio import CommunicationIdentityClient
+from azure.data.tables.aio import TableClient
+t_import = time.perf_counter()
+
+async def main():
+    table = TableClient.from_connection_string(os.environ["IDENTITY_TABLE_CONNECTION"],
+                                               os.environ["IDENTITY_TABLE_NAME"])
+    identity = CommunicationIdentityClient.from_connection_string(
+        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"])
+    entity = await table.get_entity(os.environ["BENCH_PARTITION_KEY"], "user")
+    token = await identity.get_token(CommunicationUserIdentifier(entity["AcsUserId"]),
+                                     ["chat", "voip"], token_expires_in=timedelta(minutes=1440))
+    t1 = time.perf_counter()
+    await table.close()
+    await identity.close()
+    return (200 if token.token else 500), t1
+
+status, t1 = asyncio.run(main())
+print(json.dumps({"seconds": t1 - t0, "indexSeconds": t_import - t0, "status": status,
+                  "modules": len(sys.modules)}))
+"""
+
+
+def run_script(script: str, env: dict[str, str], *, importtime: bool = False,
+               timeout: float = 120.0) -> dict[str, Any]:
+    cmd = [sys.executable]
+    if importtime:
+        cmd += ["-X", "importtime"]
+    cmd += ["-c", script]
+    began = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    wall = time.perf_counter() - began
+    if proc.returncode != 0:
+        raise RuntimeError(f"cold-start script failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["processWallSeconds"] = wall
+    if importtime:
+        result["importtime"] = _top_imports(proc.stderr)
+    return result
+
+
+def _top_imports(stderr: str, top: int = 12) -> list[dict[str, Any]]:
+    """The heaviest top-level imports from ``-X importtime`` (cumulative microseconds)."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        parts = line[len("import time:"):].split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue  # the header line
+        name = parts[2][1:]
+        if name != name.lstrip():
+            continue  # nested: counted in its top-level importer's cumulative time
+        rows.append({"module": name, "selfUs": int(parts[0]), "cumulativeUs": int(parts[1])})
+    rows.sort(key=lambda r: r["cumulativeUs"], reverse=True)
+    return rows[:top]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ms = [r["seconds"] * 1000 for r in runs]
+    return {
+        "medianMs": round(statistics.median(ms), 2),
+        "minMs": round(min(ms), 2),
+        "runsMs": [round(x, 2) for x in ms],
+        "processWallMedianMs": round(
+            statistics.median(r["processWallSeconds"] * 1000 for r in runs), 2),
+        "modules": runs[-1].get("modules"),
+    }
+
+
+def import_and_index(env: dict[str, str], runs: int) -> dict[str, Any]:
+    app, empty = [], []
+    for _ in range(runs):  # interleaved, so that drift affects both sides alike
+        app.append(run_script(INDEX_APP, env))
+        empty.append(run_script(INDEX_EMPTY, env))
+    traced = run_script(INDEX_APP, env, importtime=True)
+    return {"app": {**summarize(app), "functions": app[-1]["functions"],
+                    "importtimeTop": traced["importtime"]},
+            "empty": summarize(empty)}
+
+
+def first_token(env: dict[str, str], users: list[dict[str, str]], runs: int) -> dict[str, Any]:
+    ours, ceiling = [], []
+    for i in range(runs):
+        user = users[i % len(users)]
+        result = run_script(FIRST_TOKEN_OURS, {**env, "BENCH_TOKEN": user["token"]})
+        if result["status"] != 200:
+            raise RuntimeError(f"cold first token answered {result['status']}")
+        ours.append(result)
+        ceiling.append(run_script(FIRST_TOKEN_CEILING,
+                                  {**env, "BENCH_PARTITION_KEY": user["partitionKey"]}))
+    user = users[0]
+    traced_ours = run_script(FIRST_TOKEN_OURS, {**env, "BENCH_TOKEN": user["token"]},
+                             importtime=True)
+    traced_ceiling = run_script(FIRST_TOKEN_CEILING,
+                                {**env, "BENCH_PARTITION_KEY": user["partitionKey"]},
+                                importtime=True)
+    return {"ours": {**summarize(ours),
+                     "azureFunctionsImportMedianMs": round(statistics.median(
+                         r["azureFunctionsImportSeconds"] * 1000 for r in ours), 2),
+                     "indexMedianMs": round(
+                         statistics.median(r["indexSeconds"] * 1000 for r in ours), 2),
+                     "importtimeTop": traced_ours["importtime"]},
+            "ceiling": {**summarize(ceiling), "importMedianMs": round(
+                statistics.median(r["indexSeconds"] * 1000 for r in ceiling), 2),
+                "importtimeTop": traced_ceiling["importtime"]}}
+
+
+def environment(base: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(base)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env

@@ -1,0 +1,85 @@
+"""Closed-loop load on one event loop, and the process measurements taken around it.
+
+Light on purpose (stdlib only): it is imported by the worker processes before they
+import the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import math
+import os
+import resource
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Op = Callable[[int], Awaitable[bool]]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this whole process (every thread), not wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mb(collect: bool = True) -> float:
+    """Resident set size of this process in MiB (after a full GC, for a steadier reading)."""
+    import psutil
+
+    if collect:
+        gc.collect()
+    return float(psutil.Process(os.getpid()).memory_info().rss) / (1024 * 1024)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0) -> dict[str, Any]:
+    """``concurrency`` lanes, each sending its next request as soon as the last one answered,
+    until ``requests`` requests were sent. ``op(i)`` returns True on success.
+
+    Reports throughput (requests per wall second), latency percentiles, and the process CPU
+    spent per request (load generation included; it is the same for every scenario).
+    """
+    counter = itertools.count(start)
+    end = start + requests
+    latencies: list[float] = []
+    failures = 0
+
+    async def lane() -> None:
+        nonlocal failures
+        while True:
+            i = next(counter)
+            if i >= end:
+                return
+            began = time.perf_counter()
+            try:
+                ok = await op(i)
+            except Exception:  # noqa: BLE001 - a failed request is counted, not fatal
+                ok = False
+            latencies.append(time.perf_counter() - began)
+            if not ok:
+                failures += 1
+
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    latencies.sort()
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "failures": failures,
+        "seconds": round(wall, 4),
+        "throughput": round(requests / wall, 2) if wall > 0 else 0.0,
+        "p50Ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99Ms": round(percentile(latencies, 99) * 1000, 2),
+        "cpuMsPerRequest": round(cpu / requests * 1000, 4) if requests else 0.0,
+    }

@@ -1,0 +1,139 @@
+"""Targets (as ratios within one run) and the printed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    tp = results["throughput"]
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, goal: str, measured: float | None, ok: bool | None, detail: str) -> None:
+        rows.append({"target": name, "goal": goal,
+                     "measured": None if measured is None else round(measured, 4),
+                     "pass": bool(ok), "detail": detail})
+
+    rt = results["roundTrips"]["ours"]
+    first, repeat = rt["firstToken"], rt["repeatToken"]
+    add("round trips: first token = 1 read + 2 writes + 1 ACS", "1+2+1", None,
+        (first["tableReads"], first["tableWrites"], first["acs"]) == (1, 2, 1),
+        f"{first['tableReads']}+{first['tableWrites']}+{first['acs']}")
+    add("round trips: repeat token = 1 read + 0 writes + 1 ACS", "1+0+1", None,
+        (repeat["tableReads"], repeat["tableWrites"], repeat["acs"]) == (1, 0, 1),
+        f"{repeat['tableReads']}+{repeat['tableWrites']}+{repeat['acs']}")
+
+    ours64, ceil64, quick64 = (tp[s].get("64", {}).get("throughput")
+                               for s in ("ours", "ceiling", "quickstart"))
+    r = _ratio(ours64, ceil64)
+    add("throughput ours/ceiling at concurrency 64", ">= 0.85", r, r is not None and r >= 0.85,
+        f"{ours64} vs {ceil64} tokens/s")
+    cpu = results["cpuPerToken"]
+    r = _ratio(cpu["ours"], cpu["ceiling"])
+    add("CPU per token ours/ceiling", "<= 1.5", r, r is not None and r <= 1.5,
+        f"{cpu['ours']} vs {cpu['ceiling']} ms")
+    r = _ratio(ours64, quick64)
+    add("throughput ours/quickstart at concurrency 64", ">= 5", r, r is not None and r >= 5,
+        f"{ours64} vs {quick64} tokens/s")
+    cold = results["coldStart"]["importIndex"]
+    extra = cold["app"]["medianMs"] - cold["empty"]["medianMs"]
+    add("cold import+index: app - empty app", "<= 30 ms", extra, extra <= 30,
+        f"{cold['app']['medianMs']} vs {cold['empty']['medianMs']} ms")
+    ft = results["coldStart"]["firstToken"]
+    r = _ratio(ft["ours"]["medianMs"], ft["ceiling"]["medianMs"])
+    add("first token in a fresh process ours/ceiling", "<= 1.3", r, r is not None and r <= 1.3,
+        f"{ft['ours']['medianMs']} vs {ft['ceiling']['medianMs']} ms")
+    mem = results["memory"]
+    add(f"RSS growth {mem['tokensAtFirst']:,} -> {mem['tokensAtSecond']:,} tokens", "<= 20 %",
+        mem["growthPct"], mem["growthPct"] <= 20,
+        f"{mem['rssFirstMb']} -> {mem['rssSecondMb']} MiB")
+    purge = results["purge"]
+    no429 = (purge["emulatorThrottled"].get("deleteIdentity", 0) == 0
+             and purge["report"]["throttled"] == 0 and purge["report"]["failed"] == 0
+             and purge["report"]["purged"] == purge["users"])
+    share = purge["shareOfLimit"]
+    add("purge rate / delete limit, no request failing on 429", ">= 0.90, 0 x 429", share,
+        share >= 0.90 and no429,
+        f"{purge['deletesPerSecond']}/s of {purge['limitPerSecond']}/s; 429s: "
+        f"{purge['emulatorThrottled'].get('deleteIdentity', 0)}, failed: "
+        f"{purge['report']['failed']}")
+    return rows
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if spec else str(value)
+
+
+def table(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    out: list[str] = []
+    w = out.append
+    w(f"ACS token service benchmark ({meta['mode']}): ACS latency {meta['acsLatencyMs']} ms, "
+      f"{meta['cpus']} CPUs, Python {meta['python']}, {meta['durationSeconds']:.0f} s")
+    w("")
+    w("Round trips per operation (counted by raw_request_hook)   table reads  writes  ACS")
+    rt = results["roundTrips"]
+    rows = [
+        ("ours       first token", rt["ours"]["firstToken"]),
+        ("ours       repeat token", rt["ours"]["repeatToken"]),
+        ("ours       revoke", rt["ours"]["revoke"]),
+        ("ours       delete", rt["ours"]["delete"]),
+        ("ours       purge, per user", rt["ours"]["purgePerUser"]),
+        ("ours       purge, fixed per run", rt["ours"]["purgePerRun"]),
+        ("ceiling    repeat token", rt["ceiling"]["repeatToken"]),
+        ("quickstart token (new identity)", rt["quickstart"]["firstToken"]),
+    ]
+    for name, c in rows:
+        w(f"  {name:<56}{_fmt(c['tableReads']):>6}{_fmt(c['tableWrites']):>8}"
+          f"{_fmt(c['acs']):>5}")
+    w("")
+    w("Token throughput and latency (closed loop, fixed request counts)")
+    w(f"  {'scenario':<24}{'conc':>5}{'requests':>10}{'tokens/s':>10}{'p50 ms':>9}"
+      f"{'p99 ms':>9}{'CPU ms/tok':>12}{'failed':>8}")
+    tp = results["throughput"]
+    for label, key in (("ours repeat token", "ours"), ("ceiling repeat token", "ceiling"),
+                       ("quickstart", "quickstart"), ("ours first token", "oursFirstToken")):
+        for conc, m in tp[key].items():
+            w(f"  {label:<24}{conc:>5}{m['requests']:>10}{m['throughput']:>10.1f}"
+              f"{m['p50Ms']:>9.1f}{m['p99Ms']:>9.1f}{m['cpuMsPerRequest']:>12.3f}"
+              f"{m['failures']:>8}")
+    cpu = results["cpuPerToken"]
+    w(f"  CPU per token at concurrency 64 (worker process, user+sys): ours {cpu['ours']} ms, "
+      f"ceiling {cpu['ceiling']} ms, quickstart {cpu['quickstart']} ms")
+    w("")
+    cold = results["coldStart"]
+    ii, ft = cold["importIndex"], cold["firstToken"]
+    w(f"Cold start (median of {cold['runs']} fresh processes each; interpreter start excluded)")
+    w(f"  import + index function_app ({ii['app']['functions']} functions)"
+      f"{ii['app']['medianMs']:>10.1f} ms   empty FunctionApp {ii['empty']['medianMs']:.1f} ms")
+    w(f"  first token (import+index+JWKS+call)        {ft['ours']['medianMs']:>10.1f} ms   "
+      f"ceiling (import SDKs+get_entity+get_token) {ft['ceiling']['medianMs']:.1f} ms")
+    w(f"    ours: azure.functions import {ft['ours'].get('azureFunctionsImportMedianMs', '-')} ms, "
+      f"+ app import and index = {ft['ours'].get('indexMedianMs', '-')} ms; ceiling: SDK "
+      f"imports {ft['ceiling'].get('importMedianMs', '-')} ms")
+    w("")
+    mem = results["memory"]
+    w(f"Memory (ours worker RSS after GC): {mem['rssFirstMb']} MiB after "
+      f"{mem['tokensAtFirst']:,} tokens, {mem['rssSecondMb']} MiB after "
+      f"{mem['tokensAtSecond']:,} tokens ({mem['growthPct']:+.1f} %)")
+    p = results["purge"]
+    w(f"Purge: {p['report']['purged']}/{p['users']} identities in {p['seconds']} s = "
+      f"{p['deletesPerSecond']}/s; emulator limit {p['deleteLimit']}/{p['windowSeconds']:g} s "
+      f"= {p['limitPerSecond']}/s ({p['shareOfLimit'] * 100:.1f} %); 429s: emulator "
+      f"{p['emulatorThrottledTotal']}, service {p['report']['throttled']}; failed "
+      f"{p['report']['failed']}")
+    w("")
+    w(f"  {'target':<56}{'goal':>18}{'measured':>11}  result  detail")
+    for t in results["targets"]:
+        measured = "" if t["measured"] is None else f"{t['measured']:.3f}"
+        w(f"  {t['target']:<56}{t['goal']:>18}{measured:>11}  "
+          f"{'PASS' if t['pass'] else 'FAIL':<6}  {t['detail']}")
+    return "\n".join(out)

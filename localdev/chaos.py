@@ -1,0 +1,391 @@
+"""A bounded chaos run: a mixed workload against the real app with faults switched on and off.
+
+``python -m localdev.chaos --minutes N [--seed S]`` (or ``--seconds S``) starts its own
+Azurite, ACS emulator and issuer, serves ``function_app.py`` in-process (its functions are
+called the way the Functions worker calls them), and runs concurrent token requests,
+revokes, deletes, restores and purge runs for a fixed set of users while it switches ACS
+faults on and off: 429 storms, 500/503, connection resets, hangs and latency. It stops by
+itself, lets everything settle with the faults off, and prints the invariant report of
+:mod:`localdev.invariants`. Exit status: 0 when every invariant holds and no caller saw a
+5xx other than a 503 with ``Retry-After``; 1 otherwise.
+
+:class:`Workload` is reusable in-process (the reliability tests run it against the test
+session's components without faults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import inspect
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ADMIN_ROLE = "TokenService.Admin"
+HTTP_FUNCTIONS = ("issue_token", "get_me", "revoke_me", "delete_me", "get_user", "revoke_user",
+                  "delete_user", "restore_user", "health")
+#: Words that must never reach a caller in an error body.
+_INTERNALS = ("traceback", "exception", "azure.", "accesskey", "accountkey", "sharedkey",
+              "devstoreaccount", "hmac-sha256", "file \"")
+
+Mint = Callable[[str, bool], str]
+
+
+class InProcessApp:
+    """function_app's functions, called like the Functions worker calls them."""
+
+    def __init__(self) -> None:
+        import function_app
+
+        self._module = function_app
+        self._functions: dict[str, Callable[..., Awaitable[Any]]] = {}
+        for name in (*HTTP_FUNCTIONS, "purge_deleted_users"):
+            builder = getattr(function_app, name)
+            self._functions[name] = builder._function.get_user_function()
+
+    async def call(self, name: str, method: str, path: str, *, token: str | None = None,
+                   body: Any = None, user_id: str | None = None,
+                   ) -> tuple[int, Any, dict[str, str]]:
+        import azure.functions as func
+
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        route = {"userId": user_id.replace("/", "%2F")} if user_id is not None else {}
+        data = b"" if body is None else json.dumps(body).encode()
+        req = func.HttpRequest(method, f"http://localhost/api/{path}", headers=headers,
+                               params={}, route_params=route, body=data)
+        response = await invoke(self._functions[name], req)
+        raw = response.get_body()
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = raw.decode("utf-8", "replace")
+        return response.status_code, payload, dict(response.headers)
+
+    async def purge(self) -> None:
+        await invoke(self._functions["purge_deleted_users"], None)
+
+
+class _Context:
+    """The parts of ``func.Context`` the app reads."""
+
+    def __init__(self, name: str) -> None:
+        self.invocation_id = str(uuid.uuid4())
+        self.function_name = name
+        self.function_directory = str(Path(__file__).resolve().parents[1])
+        self.trace_context = None
+        self.retry_context = None
+        self.thread_local_storage = None
+
+
+async def invoke(function: Callable[..., Awaitable[Any]], trigger: Any) -> Any:
+    """Call a user function with its trigger argument, plus ``context`` if it takes one."""
+    if "context" in inspect.signature(function).parameters:
+        return await function(trigger, context=_Context(function.__name__))
+    return await function(trigger)
+
+
+@dataclass
+class Outcome:
+    """What the workload saw; ``problems`` are contract violations seen by callers."""
+
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    problems: list[str] = field(default_factory=list)
+    revoked_tokens: list[str] = field(default_factory=list)
+    fresh_tokens: list[str] = field(default_factory=list)
+    purge_errors: int = 0
+    operations: int = 0
+
+    def observations(self) -> list[tuple[str, bool]]:
+        """(token, expected_valid) for the invariant checker."""
+        return ([(t, False) for t in dict.fromkeys(self.revoked_tokens)]
+                + [(t, True) for t in self.fresh_tokens])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"operations": self.operations, "statuses": dict(sorted(self.statuses.items())),
+                "purgeErrors": self.purge_errors, "problems": self.problems[:50],
+                "revokedTokensObserved": len(set(self.revoked_tokens))}
+
+
+class Workload:
+    """Concurrent token/revoke/delete/restore/purge traffic over ``users``.
+
+    Token bookkeeping is conservative: a token counts as "must be invalid" only when its
+    response arrived before a revoke or delete of its user *started* and that revoke or
+    delete then succeeded.
+    """
+
+    WEIGHTS: Mapping[str, int] = {"token": 12, "get_me": 2, "revoke": 2, "delete": 2,
+                                  "restore": 3, "purge": 1}
+
+    def __init__(self, app: InProcessApp, mint: Mint, users: Sequence[str], *,
+                 rng: random.Random, concurrency: int = 16) -> None:
+        self.app = app
+        self.mint = mint
+        self.users = list(users)
+        self.rng = rng
+        self.concurrency = concurrency
+        self.outcome = Outcome()
+        self._issued: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
+        self._purging = asyncio.Lock()
+
+    def _plan(self, count: int) -> list[tuple[str, str]]:
+        ops, weights = zip(*self.WEIGHTS.items(), strict=True)
+        return [(self.rng.choices(ops, weights)[0], self.rng.choice(self.users))
+                for _ in range(count)]
+
+    async def run(self, *, operations: int | None = None, until: float | None = None) -> Outcome:
+        """Run ``operations`` operations, or until ``time.monotonic() >= until``."""
+        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        if operations is not None:
+            for item in self._plan(operations):
+                queue.put_nowait(item)
+
+        async def worker() -> None:
+            while True:
+                if operations is not None:
+                    if queue.empty():
+                        return
+                    op, user = queue.get_nowait()
+                else:
+                    if until is None or time.monotonic() >= until:
+                        return
+                    op, user = self._plan(1)[0]
+                await self.one(op, user)
+
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        return self.outcome
+
+    async def one(self, op: str, user: str) -> None:
+        self.outcome.operations += 1
+        started = time.monotonic()
+        admin = self.mint("chaos-admin", True)
+        if op == "purge":
+            await self._purge()
+            return
+        if op == "token":
+            result = await self.app.call("issue_token", "POST", "token", token=self.mint(user, False))
+            if result[0] == 200:
+                self._issued[user].append((time.monotonic(), result[1]["token"]))
+        elif op == "get_me":
+            result = await self.app.call("get_me", "GET", "me", token=self.mint(user, False))
+        elif op == "revoke":
+            if self.rng.random() < 0.5:
+                result = await self.app.call("revoke_me", "POST", "me/revoke",
+                                             token=self.mint(user, False))
+            else:
+                result = await self.app.call("revoke_user", "POST", "users/x/revoke",
+                                             token=admin, user_id=user)
+            if result[0] == 204:
+                self._revoked_before(user, started)
+        elif op == "delete":
+            if self.rng.random() < 0.5:
+                result = await self.app.call("delete_me", "DELETE", "me",
+                                             token=self.mint(user, False))
+            else:
+                result = await self.app.call("delete_user", "DELETE", "users/x", token=admin,
+                                             user_id=user)
+            if result[0] == 202:
+                self._revoked_before(user, started)
+        elif op == "restore":
+            result = await self.app.call("restore_user", "POST", "users/x/restore", token=admin,
+                                         user_id=user)
+        else:
+            raise ValueError(f"unknown operation {op}")
+        self.judge(op, *result)
+
+    def _revoked_before(self, user: str, started: float) -> None:
+        issued = self._issued[user]
+        self.outcome.revoked_tokens += [token for at, token in issued if at < started]
+        self._issued[user] = [(at, token) for at, token in issued if at >= started]
+
+    async def _purge(self) -> None:
+        async with self._purging:  # the timer never overlaps itself (use_monitor)
+            try:
+                await self.app.purge()
+                self.outcome.statuses["purge:ok"] += 1
+            except Exception as exc:  # noqa: BLE001 - a failed timer run is retried next time
+                self.outcome.purge_errors += 1
+                self.outcome.statuses[f"purge:{type(exc).__name__}"] += 1
+
+    def judge(self, op: str, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        """Record the status and any breach of the error contract."""
+        self.outcome.statuses[f"{op}:{status}"] += 1
+        if status >= 500 and status != 503:
+            self.outcome.problems.append(f"{op} answered {status}: {body!r:.200}")
+        if status in (429, 503) and not headers.get("Retry-After"):
+            self.outcome.problems.append(f"{op} answered {status} without Retry-After")
+        if status >= 400:
+            if not (isinstance(body, dict) and isinstance(body.get("error"), dict)
+                    and body["error"].get("code")):
+                self.outcome.problems.append(f"{op} answered {status} without a JSON error")
+            text = json.dumps(body).lower()
+            leaked = [word for word in _INTERNALS if word in text]
+            if leaked:
+                self.outcome.problems.append(f"{op} error body shows internals {leaked}")
+
+    async def settle(self, *, attempts: int = 30) -> None:
+        """With faults off: purge until nothing is due, then every user must get a token
+        again (honouring Retry-After, capped); the fresh tokens must validate."""
+        for _ in range(attempts):
+            try:
+                await self.app.purge()
+                break
+            except Exception:  # noqa: BLE001
+                await asyncio.sleep(0.5)
+        for user in self.users:
+            for attempt in range(attempts):
+                status, body, headers = await self.app.call(
+                    "issue_token", "POST", "token", token=self.mint(user, False))
+                self.judge("settle", status, body, headers)
+                if status == 200:
+                    self.outcome.fresh_tokens.append(body["token"])
+                    break
+                if status == 410:  # deleted with a grace period: restore it, then retry
+                    await self.app.call("restore_user", "POST", "users/x/restore",
+                                        token=self.mint("chaos-admin", True), user_id=user)
+                    continue
+                if status not in (429, 503) or attempt == attempts - 1:
+                    self.outcome.problems.append(
+                        f"user {user!r} did not recover: last answer {status} {body!r:.200}")
+                    break
+                await asyncio.sleep(min(1.0, float(headers.get("Retry-After", "1"))))
+
+
+# -- faults --------------------------------------------------------------------------------
+
+FAULT_PHASES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("calm", {}),
+    ("latency", {"latency_ms": 150}),
+    ("throttle-tokens", {"fault": {"operation": "issueAccessToken", "status": 429, "count": 40,
+                                   "retryAfterSeconds": 1}}),
+    ("throttle-create", {"fault": {"operation": "createIdentity", "status": 429, "count": 10,
+                                   "retryAfterSeconds": 2}}),
+    ("outage-503", {"fault": {"operation": "*", "status": 503, "count": 30}}),
+    ("errors-500", {"fault": {"operation": "*", "status": 500, "count": 15}}),
+    ("resets", {"fault": {"operation": "*", "mode": "reset", "count": 15}}),
+    ("hang-revoke", {"fault": {"operation": "revokeAccessTokens", "mode": "hang", "count": 2}}),
+    ("hang-delete", {"fault": {"operation": "deleteIdentity", "mode": "hang", "count": 2}}),
+    ("hang-create", {"fault": {"operation": "createIdentity", "mode": "hang", "count": 2}}),
+)
+
+
+async def switch_faults(emulator: Any, rng: random.Random, until: float, *,
+                        phase_seconds: float = 3.0, log: Callable[[str], None] = print) -> None:
+    """Cycle through fault phases until ``until``; leaves the faults cleared."""
+    loop = asyncio.get_running_loop()
+    try:
+        while time.monotonic() < until:
+            name, kwargs = rng.choice(FAULT_PHASES)
+            await loop.run_in_executor(None, emulator.clear_faults)
+            if kwargs:
+                await loop.run_in_executor(None, lambda kw=kwargs: emulator.set_faults(**kw))
+            log(f"chaos: phase {name}")
+            await asyncio.sleep(max(0.0, min(phase_seconds, until - time.monotonic())))
+    finally:
+        await loop.run_in_executor(None, emulator.clear_faults)
+
+
+# -- the stack -----------------------------------------------------------------------------
+
+async def run_chaos(seconds: float, seed: int, *, users: int = 30, concurrency: int = 12,
+                    workdir: Path | None = None) -> int:
+    base = workdir or Path(tempfile.mkdtemp(prefix="acs-chaos-"))
+    acs_dir = base / "acs"
+    from . import tls
+
+    tls.ensure_ca(acs_dir)
+    # aiohttp reads SSL_CERT_FILE when it is first imported: set it before anything does.
+    os.environ["SSL_CERT_FILE"] = str(acs_dir / "ca.pem")
+    os.environ["REQUESTS_CA_BUNDLE"] = str(acs_dir / "ca.pem")
+    from .acs_emulator import EmulatorProcess
+    from .azurite import AzuriteProcess
+    from .invariants import check
+    from .issuer import IssuerServer
+
+    rng = random.Random(seed)
+    print(f"chaos: seed {seed}, {seconds:g}s, {users} users, workdir {base}")
+    with AzuriteProcess() as azurite, IssuerServer(base / "issuer") as issuer, \
+            EmulatorProcess(acs_dir, trusted_jwks_uri=issuer.jwks_uri) as emulator:
+        table_name = "chaos" + str(seed)
+        os.environ.update({
+            "COMMUNICATION_SERVICES_CONNECTION_STRING": emulator.connection_string,
+            "IDENTITY_TABLE_CONNECTION": azurite.connection_string,
+            "IDENTITY_TABLE_NAME": table_name,
+            "AUTH_ISSUER": issuer.issuer,
+            "AUTH_AUDIENCE": issuer.audience,
+            "ALLOWED_SCOPES": "chat,voip",
+            "DEFAULT_SCOPES": "chat,voip",
+            "DELETION_GRACE_MINUTES": "0",
+            "PURGE_SCHEDULE": "0 */5 * * * *",
+            "ACS_TIMEOUT_SECONDS": "1",
+            "CREATE_LEASE_SECONDS": "5",
+        })
+        for name in ("COMMUNICATION_SERVICES_ENDPOINT", "IDENTITY_TABLE_SERVICE_URI",
+                     "AUTH_MODE", "AUTH_JWKS_URI"):
+            os.environ.pop(name, None)
+        from shared import runtime
+
+        await runtime.reset()
+        tokens: dict[tuple[str, bool], str] = {}
+
+        def mint(user: str, admin: bool) -> str:
+            if (user, admin) not in tokens:
+                roles = [ADMIN_ROLE] if admin else []
+                tokens[(user, admin)] = issuer.mint(user, roles=roles, minutes=120)
+            return tokens[(user, admin)]
+
+        app = InProcessApp()
+        workload = Workload(app, mint, [f"chaos-user-{i}" for i in range(users)], rng=rng,
+                            concurrency=concurrency)
+        until = time.monotonic() + seconds
+        await asyncio.gather(workload.run(until=until), switch_faults(emulator, rng, until))
+        print("chaos: faults off, settling")
+        await workload.settle()
+        await runtime.reset()
+        loop = asyncio.get_running_loop()
+        report = await loop.run_in_executor(None, lambda: check(
+            azurite.connection_string, emulator, table_name=table_name,
+            tokens=workload.outcome.observations()))
+        outcome = workload.outcome
+        print("chaos: workload " + json.dumps(outcome.as_dict(), indent=2))
+        print("chaos: emulator " + json.dumps({k: v for k, v in emulator.stats().items()
+                                              if k in ("requests", "faulted", "throttled")}))
+        print("chaos: invariants: " + report.summary())
+        for problem in outcome.problems:
+            print(f"chaos: caller contract broken: {problem}")
+        ok = report.ok and not outcome.problems
+        print("chaos: OK" if ok else "chaos: FAILED")
+        return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localdev.chaos", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--minutes", type=float, help="how long the workload runs (default 3)")
+    group.add_argument("--seconds", type=float, help="how long the workload runs")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=12)
+    args = parser.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else 60.0 * (args.minutes or 3.0)
+    if seconds <= 0:
+        parser.error("the duration must be positive")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+    return asyncio.run(run_chaos(seconds, seed, users=args.users, concurrency=args.concurrency))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
