@@ -76,7 +76,8 @@ def run_operation(operation: Any, headers: dict[str, str]) -> list[str]:
         except AssertionError as exc:
             key = f"{operation.verbose_name} -> {response.status_code}"
             failures.setdefault(key, f"{key}: {str(exc).strip().splitlines()[0][:300]} "
-                                     f"(body {response.text[:200]!r})")
+                                     f"(url {response.request.url[:150]!r}, "
+                                     f"body {response.text[:200]!r})")
 
     test()
     return list(failures.values())
