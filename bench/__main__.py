@@ -107,6 +107,7 @@ class Bench:
 
         plan, args = self.plan, self.args
         started = time.perf_counter()
+        load_before = os.getloadavg()
         acs_dir, purge_dir = self.workdir / "acs", self.workdir / "acs-purge"
         tls.ensure_ca(acs_dir)  # one CA for both emulators: one SSL_CERT_FILE
         purge_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +192,8 @@ class Bench:
                 "plan": asdict(plan),
                 "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "durationSeconds": round(time.perf_counter() - started, 1),
+                "loadAverageBefore": [round(x, 2) for x in load_before],
+                "loadAverageAfter": [round(x, 2) for x in os.getloadavg()],
                 "quickstartThreads": quickstart["threads"],
                 "emulatorMainRateScale": plan.main_rate_scale,
                 "emulatorPurgeRateScale": plan.purge_rate_scale,
@@ -222,6 +225,10 @@ class Bench:
             "64": results["throughput"]["oursFirstToken"]["64"]}
         if profile_dir:
             results["profiles"] = {"directory": profile_dir}
+            for name in ("ours", "ceiling"):
+                path = Path(profile_dir) / f"{name}.components.json"
+                if path.exists():
+                    results["profiles"][name] = json.loads(path.read_text())
         results["meta"]["durationSeconds"] = round(time.perf_counter() - started, 1)
         results["targets"] = report.targets(results)
         return results

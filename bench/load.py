@@ -42,7 +42,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0) -> dict[str, Any]:
+async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0,
+                      keep_latencies: bool = False) -> dict[str, Any]:
     """``concurrency`` lanes, each sending its next request as soon as the last one answered,
     until ``requests`` requests were sent. ``op(i)`` returns True on success.
 
@@ -63,7 +64,7 @@ async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0
             began = time.perf_counter()
             try:
                 ok = await op(i)
-            except Exception:  # noqa: BLE001 - a failed request is counted, not fatal
+            except Exception:  # a failed request is counted, not fatal
                 ok = False
             latencies.append(time.perf_counter() - began)
             if not ok:
@@ -73,7 +74,8 @@ async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     latencies.sort()
-    return {
+    extra = {"latenciesMs": [round(x * 1000, 3) for x in latencies]} if keep_latencies else {}
+    return {**extra,
         "concurrency": concurrency,
         "requests": requests,
         "failures": failures,
@@ -82,4 +84,25 @@ async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0
         "p50Ms": round(percentile(latencies, 50) * 1000, 2),
         "p99Ms": round(percentile(latencies, 99) * 1000, 2),
         "cpuMsPerRequest": round(cpu / requests * 1000, 4) if requests else 0.0,
+        "cpuSeconds": round(cpu, 4),
+    }
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several rounds of one level as one figure: total requests over total wall time,
+    percentiles over every latency, CPU over every request; each round kept too."""
+    latencies = sorted(x for r in rounds for x in r["latenciesMs"])
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    cpu = sum(r["cpuSeconds"] for r in rounds)
+    return {
+        "concurrency": rounds[0]["concurrency"],
+        "requests": requests,
+        "failures": sum(r["failures"] for r in rounds),
+        "seconds": round(seconds, 4),
+        "throughput": round(requests / seconds, 2) if seconds > 0 else 0.0,
+        "p50Ms": round(percentile(latencies, 50), 2),
+        "p99Ms": round(percentile(latencies, 99), 2),
+        "cpuMsPerRequest": round(cpu / requests * 1000, 4) if requests else 0.0,
+        "rounds": [{k: v for k, v in r.items() if k != "latenciesMs"} for r in rounds],
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import sys
 import time
@@ -36,13 +37,19 @@ SCOPES = ["chat", "voip"]
 TOKEN_MINUTES = 1440  # the service's default TOKEN_LIFETIME_MINUTES, asked of ACS explicitly
 
 
+_INVOCATIONS = itertools.count()
+_RUN = uuid.uuid4().hex[:8]
+
+
 class Context:
-    """What the worker passes as ``context`` to functions that declare it."""
+    """What the worker passes as ``context`` to functions that declare it. The host sends
+    the invocation id with each request; generating a uuid4 here would charge the load
+    generator's work to the function, so ids are numbered instead."""
 
     __slots__ = ("function_directory", "function_name", "invocation_id")
 
     def __init__(self, name: str) -> None:
-        self.invocation_id = str(uuid.uuid4())
+        self.invocation_id = f"{_RUN}-{next(_INVOCATIONS):08d}"
         self.function_name = name
         self.function_directory = "."
 
@@ -64,6 +71,12 @@ def _same_counts(samples: list[dict[str, int]]) -> dict[str, Any]:
     return out
 
 
+def _write(path: Path, text: str | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if text is not None:
+        path.write_text(text)
+
+
 async def _profile(cfg: dict[str, Any], name: str, op: Any, start: int) -> int:
     """Profile a c=64 run (after the measured runs, so it perturbs none of them):
     pyinstrument's sampled call tree and cProfile's per-function self time."""
@@ -74,14 +87,13 @@ async def _profile(cfg: dict[str, Any], name: str, op: Any, start: int) -> int:
     from pyinstrument import Profiler
 
     out = Path(cfg["profile"])
-    out.mkdir(parents=True, exist_ok=True)
     n = int(cfg.get("profileRequests", 2000))
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
     await closed_loop(op, n, 64, start=start)
     profiler.stop()
-    (out / f"{name}.pyinstrument.txt").write_text(
-        profiler.output_text(unicode=False, color=False, show_all=False))
+    _write(out / f"{name}.pyinstrument.txt",
+           profiler.output_text(unicode=False, color=False, show_all=False))
     start += n
     prof = cProfile.Profile()
     prof.enable()
@@ -89,10 +101,96 @@ async def _profile(cfg: dict[str, Any], name: str, op: Any, start: int) -> int:
     prof.disable()
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
+    _write(out / f"{name}.prof", None)
+    stats.dump_stats(str(out / f"{name}.prof"))
     stats.sort_stats("tottime").print_stats(45)
     stats.sort_stats("cumulative").print_stats(60)
-    (out / f"{name}.cprofile.txt").write_text(buf.getvalue())
+    _write(out / f"{name}.cprofile.txt", buf.getvalue())
+    _write(out / f"{name}.components.json", json.dumps(components(stats, n), indent=2))
     return start + n
+
+
+#: Where self time goes, by the file a function lives in (first match wins).
+_COMPONENTS = (
+    ("/shared/", "app: shared/"),
+    ("function_app.py", "app: function_app.py"),
+    ("/bench/", "load generator (bench/)"),
+    ("/azure/functions/", "azure.functions (HttpRequest/HttpResponse)"),
+    ("/azure/core/", "azure-core pipeline"),
+    ("/azure/data/tables/", "azure-data-tables"),
+    ("/azure/communication/", "azure-communication-identity"),
+    ("/jwt/", "PyJWT"),
+    ("/cryptography/", "cryptography"),
+    ("/aiohttp/", "aiohttp"),
+    ("/yarl/", "aiohttp (yarl/multidict)"),
+    ("/multidict/", "aiohttp (yarl/multidict)"),
+    ("/asyncio/", "asyncio event loop"),
+    ("selectors.py", "asyncio event loop"),
+    ("/concurrent/futures/", "thread-pool hops"),
+    ("threading.py", "thread-pool hops"),
+    ("/logging/", "logging"),
+    ("/json/", "json"),
+    ("/urllib/", "urllib.parse"),
+    ("_strptime.py", "datetime.strptime"),
+    ("uuid.py", "uuid"),
+    ("/typing.py", "typing isinstance checks"),
+)
+
+
+def components(stats: Any, requests: int) -> dict[str, Any]:
+    """Self time per component, in microseconds per request (builtins are charged by name:
+    socket/ssl/select calls to I/O, the rest to 'builtins')."""
+    totals: dict[str, float] = {}
+    for (filename, _, func_name), (_, _, tottime, _, _) in stats.stats.items():
+        group = "other"
+        if filename == "~":
+            lowered = func_name.lower()
+            if any(word in lowered for word in ("socket", "ssl", "epoll", "select")):
+                group = "socket/TLS I/O (syscalls)"
+            elif "queue" in lowered or "lock" in lowered or "thread" in lowered:
+                group = "thread-pool hops"
+            elif "uuid" in lowered:
+                group = "uuid"
+            else:
+                group = "builtins"
+        else:
+            for needle, name in _COMPONENTS:
+                if needle in filename:
+                    group = name
+                    break
+        totals[group] = totals.get(group, 0.0) + tottime
+    per_request = {k: round(v / requests * 1e6, 1)
+                   for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+    return {"requests": requests, "usPerRequest": per_request,
+            "totalUsPerRequest": round(sum(totals.values()) / requests * 1e6, 1)}
+
+
+PROTOCOL_PREFIX = "@@BENCH "
+
+
+def reply(obj: Any) -> None:
+    """One protocol line to the orchestrator (stdout is the channel; logs go to stderr)."""
+    sys.stdout.write(PROTOCOL_PREFIX + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def serve_levels(op: Any, start: int) -> int:
+    """Run the orchestrator's level commands until it says ``finish``, so that the ours
+    and ceiling workers can take turns (their rounds interleave, and background load
+    on the machine falls on both alike). Returns the next request index."""
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            raise RuntimeError("the orchestrator went away")
+        cmd = json.loads(line)
+        if cmd["cmd"] == "finish":
+            return start
+        c, n, warm = int(cmd["concurrency"]), int(cmd["requests"]), int(cmd["warmup"])
+        if warm:
+            await closed_loop(op, warm, c, start=start)
+            start += warm
+        reply(await closed_loop(op, n, c, start=start, keep_latencies=True))
+        start += n
 
 
 async def _levels(cfg: dict[str, Any], op: Any, start: int) -> tuple[dict[str, Any], int]:
@@ -204,8 +302,8 @@ async def run_ours(cfg: dict[str, Any]) -> dict[str, Any]:
         issued = n_users
     if first_ok["count"] != n_users:
         raise RuntimeError(f"only {first_ok['count']} of {n_users} first tokens succeeded")
-    levels, issued = await _levels(cfg, repeat_op, issued)
-    cpu_token = levels["64"]["cpuMsPerRequest"] if "64" in levels else None
+    reply({"ready": True, "tokensIssued": issued})
+    issued = await serve_levels(repeat_op, issued)
     if mem_second > issued:
         await closed_loop(repeat_op, mem_second - issued, 64, start=issued)
         issued = mem_second
@@ -216,8 +314,7 @@ async def run_ours(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("profile"):
         issued = await _profile(cfg, "ours", repeat_op, issued)
     await runtime.reset()
-    return {"roundTrips": rt, "levels": levels, "firstToken": first, "memory": memory,
-            "cpuMsPerToken": cpu_token, "tokensIssued": issued}
+    return {"roundTrips": rt, "firstToken": first, "memory": memory, "tokensIssued": issued}
 
 
 # -- ceiling ---------------------------------------------------------------------------------
@@ -253,15 +350,15 @@ async def run_ceiling(cfg: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError("ceiling request failed")
         samples.append(round_trips.snapshot())
     memory = {"rssStartMb": round(rss_mb(), 2)}
-    levels, issued = await _levels(cfg, op, 0)
+    reply({"ready": True})
+    issued = await serve_levels(op, 0)
     memory["rssEndMb"] = round(rss_mb(), 2)
     if cfg.get("profile"):
         await _profile(cfg, "ceiling", op, issued)
     await table.close()
     await identity.close()
-    return {"roundTrips": {"repeatToken": _same_counts(samples)}, "levels": levels,
-            "cpuMsPerToken": levels["64"]["cpuMsPerRequest"] if "64" in levels else None,
-            "memory": memory}
+    return {"roundTrips": {"repeatToken": _same_counts(samples)}, "memory": memory,
+            "requestsServed": issued}
 
 
 # -- quickstart ------------------------------------------------------------------------------

@@ -296,32 +296,21 @@ def _check_tokens(report: Report, emulator: Emulator,
 # -- CLI ---------------------------------------------------------------------------------
 
 def _from_stack(path: Path) -> dict[str, str | None]:
-    """Pick the table and emulator coordinates out of a stack description (best effort:
-    flat keys or nested ``azurite``/``acs``/``app`` sections)."""
+    """The table and emulator coordinates from ``localdev.stack``'s stack.json."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    flat: dict[str, Any] = {}
 
-    def walk(obj: Any, prefix: str = "") -> None:
-        if isinstance(obj, dict):
-            for key, value in obj.items():
-                walk(value, f"{prefix}{key}.".lower())
-        else:
-            flat[prefix.rstrip(".")] = obj
-
-    walk(data)
-
-    def find(*names: str) -> str | None:
-        for key, value in flat.items():
-            if isinstance(value, str) and any(key.endswith(n.lower()) for n in names):
+    def get(*names: str) -> str | None:
+        for name in names:
+            value = data.get(name)
+            if isinstance(value, str) and value:
                 return value
         return None
 
     return {
-        "table_connection": find("IDENTITY_TABLE_CONNECTION", "azurite.connectionString",
-                                 "tableConnectionString", "table_connection"),
-        "table_name": find("IDENTITY_TABLE_NAME", "tableName", "table_name"),
-        "acs_endpoint": find("acs.endpoint", "acsEndpoint", "emulator.endpoint"),
-        "ca_file": find("acs.caFile", "caFile", "ca_file"),
+        "table_connection": get("tableConnectionString", "storageConnectionString"),
+        "table_name": get("tableName", "IDENTITY_TABLE_NAME"),
+        "acs_endpoint": get("acsEndpoint"),
+        "ca_file": get("caFile", "caBundle"),
     }
 
 

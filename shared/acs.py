@@ -9,6 +9,7 @@ everything else becomes a ``shared.errors`` type the HTTP layer knows how to ren
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +22,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from .errors import AcsIdentityNotFound, AcsRejected, ServiceError, Throttled, Unavailable
 from .models import AcsToken, Scope
-from .telemetry import metric, round_trips
+from .telemetry import logger, metric, round_trips
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 3
@@ -113,11 +114,28 @@ def _classify(operation: str, exc: HttpResponseError,
         return Throttled("ACS is throttling requests", retry_after=retry_after), float(retry_after)
     if status >= 500 or status == 408:
         return Unavailable("ACS is failing", retry_after=_retry_after(exc)), _backoff(attempt)
-    if operation == "exchangeTeamsUserAccessToken" and status in (400, 401, 403):
+    if operation == "exchangeTeamsUserAccessToken" and (
+            status == 400 or (status == 401 and _code(exc) == "InvalidAccessToken")):
+        # Only these blame the caller's Teams token; any other 401/403 is ACS refusing
+        # the service's own credential, an outage for operators to see.
         return AcsRejected("the Teams token was not accepted"), None
     # 401/403 on our own calls: our key or role is wrong. Operators see it in the log;
     # callers see an outage, not the reason.
+    logger.error("ACS rejected the service's credentials (status %s, %s)", status, operation)
     return Unavailable("ACS rejected the service's request", retry_after=30), None
+
+
+def _code(exc: HttpResponseError) -> str:
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    if code:
+        return str(code)
+    response = getattr(exc, "response", None)
+    try:
+        body = json.loads(response.text()) if response is not None else {}
+        return str(body.get("error", {}).get("code") or "")
+    except (ValueError, AttributeError, TypeError):
+        return ""
 
 
 def _retry_after(exc: HttpResponseError) -> int:

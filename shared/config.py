@@ -40,6 +40,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "ACS_TIMEOUT_SECONDS",
     "CREATE_LEASE_SECONDS",
     "EVENT_ACTIONS",
+    "WEBSITE_AUTH_ENABLED",
 )
 
 DEFAULT_EVENT_ACTIONS = (
@@ -120,6 +121,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         raise ConfigurationError("AUTH_MODE must be 'jwt' or 'easyauth'") from None
 
+    if mode is AuthMode.EASYAUTH and (get("WEBSITE_AUTH_ENABLED") or "").lower() != "true":
+        # The principal header is trustworthy only when App Service Authentication sets
+        # it (and strips clients' copies); without it anyone could claim to be anyone.
+        raise ConfigurationError(
+            "AUTH_MODE=easyauth requires App Service Authentication (WEBSITE_AUTH_ENABLED=True)")
     issuer, audience, jwks = get("AUTH_ISSUER"), _csv(get("AUTH_AUDIENCE")), get("AUTH_JWKS_URI")
     if mode is AuthMode.JWT:
         if issuer is None:

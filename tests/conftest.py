@@ -2,13 +2,16 @@
 
 Azurite (from ./node_modules), our ACS emulator and our local OIDC issuer are started
 once per session; each test gets its own table, so tests never see each other's rows.
-The emulator's CA is created before anything imports aiohttp, because aiohttp builds its
-default TLS context (which reads SSL_CERT_FILE) at import time.
+The emulator's CA is created, and trusted through SSL_CERT_FILE, when this module is
+imported: aiohttp builds its default TLS context (reading SSL_CERT_FILE) at its own import,
+and pytest imports this root conftest before any subdirectory's conftest, some of which
+import aiohttp.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,12 +24,16 @@ SESSION_DIR = Path(tempfile.mkdtemp(prefix="acs-token-tests-"))
 ACS_DIR = SESSION_DIR / "acs"
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def _trust_session_ca() -> None:
     from localdev import tls
 
+    assert "aiohttp" not in sys.modules, "aiohttp imported before the test CA was trusted"
     tls.ensure_ca(ACS_DIR)
     os.environ["SSL_CERT_FILE"] = str(ACS_DIR / "ca.pem")
     os.environ["REQUESTS_CA_BUNDLE"] = str(ACS_DIR / "ca.pem")
+
+
+_trust_session_ca()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _counts(figure: dict) -> tuple[int, int, int]:
+def _counts(figure: dict[str, int]) -> tuple[int, int, int]:
     return figure["tableReads"], figure["tableWrites"], figure["acs"]
 
 

@@ -271,3 +271,47 @@ async def test_teams_exchange_endpoint(issuer, acs):
     status, body, _ = await call("exchange_teams_token", request(
         "POST", "token/teams", token=me, body={"token": entra}))
     assert status == 400 and body["error"]["target"] == "appId"
+
+
+def principal(user: str, roles: tuple[str, ...] = ()) -> str:
+    claims = [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": user}]
+    claims += [{"typ": "roles", "val": role} for role in roles]
+    body = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+    return base64.b64encode(json.dumps(body).encode()).decode()
+
+
+async def test_easyauth_mode_uses_the_platform_principal(monkeypatch, acs):
+    from shared import runtime
+
+    monkeypatch.setenv("AUTH_MODE", "easyauth")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    await runtime.reset()
+    status, body, _ = await call("issue_token", request(
+        "POST", "token", headers={"x-ms-client-principal": principal("easy-user")}))
+    assert status == 200, body
+    status, me, _ = await call("get_me", request(
+        "GET", "me", headers={"x-ms-client-principal": principal("easy-user")}))
+    assert status == 200 and me["acsUserId"] == body["acsUserId"]
+    assert (await call("issue_token", request("POST", "token")))[0] == 401
+    status, _, _ = await call("get_user", request(
+        "GET", "users/easy-user", headers={"x-ms-client-principal": principal("easy-user")},
+        route_params={"userId": "easy-user"}))
+    assert status == 403
+    status, _, _ = await call("get_user", request(
+        "GET", "users/easy-user", route_params={"userId": "easy-user"},
+        headers={"x-ms-client-principal": principal("ops", ("TokenService.Admin",))}))
+    assert status == 200
+    bad = base64.b64encode(b"{not json").decode()
+    assert (await call("issue_token", request(
+        "POST", "token", headers={"x-ms-client-principal": bad})))[0] == 401
+
+
+async def test_easyauth_refused_without_app_service_authentication(monkeypatch):
+    from shared import runtime
+
+    monkeypatch.setenv("AUTH_MODE", "easyauth")
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    await runtime.reset()
+    status, body, _ = await call("issue_token", request(
+        "POST", "token", headers={"x-ms-client-principal": principal("forger")}))
+    assert status == 503 and body["error"]["code"] == "misconfigured"

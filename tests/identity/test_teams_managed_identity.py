@@ -90,10 +90,6 @@ async def test_acs_refusing_the_service_identity_is_a_logged_503(
     assert "ACS rejected the service's request" in caplog.text  # operators see why
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared/acs.py _classify maps every 400/401/403 of exchangeTeamsUserAccessToken to "
-    "AcsRejected (400, unlogged), so ACS refusing the SERVICE's own credential (401 Denied / "
-    "403: missing role, wrong key) is reported to the Teams caller as a bad Teams token"))
 async def test_teams_exchange_when_acs_refuses_the_service_identity(
         issuer, acs, foreign_identity, caplog):
     from shared import runtime

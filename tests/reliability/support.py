@@ -16,7 +16,7 @@ from localdev.invariants import Report, check
 ADMIN = "TokenService.Admin"
 
 
-class ProcessDied(BaseException):  # noqa: N818 - it is not an error the app may handle
+class ProcessDied(BaseException):
     """Raised by a checkpoint hook: a BaseException, so that no ``except Exception`` in
     the app can turn it into a response; the invocation dies mid-protocol, as the process
     would."""

@@ -29,11 +29,9 @@ async def die_at(step: str, name: str, req) -> DieAt:
     """Run one invocation that dies at ``step``; then start a fresh worker without a hook."""
     hook = DieAt(step)
     runtime.set_checkpoint(hook)
+    invocation = purge() if name == "purge" else call(name, req)
     with pytest.raises(ProcessDied):
-        if name == "purge":
-            await purge()
-        else:
-            await call(name, req)
+        await invocation
     assert not hook.armed, f"the invocation never reached {step}: {hook.seen}"
     await runtime.reset()  # the process died: a new one starts with new clients
     return hook

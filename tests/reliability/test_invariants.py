@@ -1,0 +1,100 @@
+"""The invariant checker catches each violation it claims to (so a green report means
+something), against real Azurite and the ACS emulator."""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from localdev import invariants as inv
+from tests.calls import call, request
+from tests.reliability.support import invariants, table_client
+
+pytestmark = pytest.mark.usefixtures("app_env")
+FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def key(user_id: str) -> str:
+    return "u" + base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
+
+
+def put_row(user_id: str, acs_id: str, state: str = "active", purge_at: datetime | None = None,
+            index: bool = False) -> None:
+    entity = {"PartitionKey": key(user_id), "RowKey": "user", "UserId": user_id,
+              "AcsUserId": acs_id, "State": state,
+              "CreatedAt": datetime.now(timezone.utc).strftime(FMT)}
+    if purge_at is not None:
+        entity["PurgeAt"] = purge_at.strftime(FMT)
+    with table_client() as client:
+        client.upsert_entity(entity)
+        if index and purge_at is not None:
+            client.upsert_entity({"PartitionKey": "~purge",
+                                  "RowKey": purge_at.strftime("%Y%m%dT%H%M%SZ") + "_" + key(user_id),
+                                  "UserId": user_id, "Due": purge_at.strftime(FMT)})
+
+
+async def issued(issuer, user: str) -> dict:
+    status, body, _ = await call("issue_token", request("POST", "token", token=issuer.mint(user)))
+    assert status == 200
+    return body
+
+
+async def test_a_consistent_table_is_ok_and_an_empty_one_too(issuer, acs):
+    report = await invariants(acs)  # the table does not even exist yet
+    assert report.ok and not report.rows
+    await issued(issuer, "fine")
+    report = await invariants(acs)
+    assert report.ok and len(report.rows) == 1 and report.claims == 1
+
+
+async def test_each_violation_is_reported(issuer, acs):
+    from azure.communication.identity import CommunicationIdentityClient
+
+    alice = await issued(issuer, "alice")
+    bob = await issued(issuer, "bob")
+    client = CommunicationIdentityClient.from_connection_string(acs.connection_string)
+    leaked = client.create_user().properties["id"]
+    hasty = client.create_user().properties["id"]
+    future = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+    put_row("alice-twin", alice["acsUserId"])                                # duplicate
+    put_row("ghost", "8:acs:nobody_00000000-0000-0000-0000-000000000000")   # dangling
+    put_row("unindexed", bob["acsUserId"] + "-x", "deleting", future)       # dangling+unindexed
+    put_row("hasty", hasty, "purging", future, index=True)       # purged early
+    status, _, _ = await call("revoke_me", request("POST", "me/revoke", token=issuer.mint("alice")))
+    assert status == 204
+    report = await invariants(acs, tokens=[(alice["token"], True), (bob["token"], False)])
+    kinds = sorted(v.kind for v in report.violations)
+    assert kinds == sorted(["leaked_identity", "duplicate_identity", "dangling_row",
+                            "dangling_row", "unindexed_deletion", "purged_early",
+                            "token_invalid", "token_still_valid"]), report.summary()
+    assert report.leaked == [leaked]
+    assert not report.ok and "violation" in report.summary()
+
+
+async def test_rows_vanishing_before_their_grace_period_are_reported(issuer, acs):
+    body = await issued(issuer, "early")
+    future = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+    put_row("early", body["acsUserId"], "deleting", future, index=True)
+    await issued(issuer, "active-one")
+    before = await invariants(acs)
+    assert before.ok, before.summary()
+    with table_client() as client:
+        client.delete_entity(key("early"), "user")
+        client.delete_entity(key("active-one"), "user")
+    report = await invariants(acs, previous=before, grace_minutes=60)
+    assert sorted(v.user_id for v in report.of_kind("purged_early")) == ["active-one", "early"]
+
+
+async def test_cli_exit_status(issuer, acs, capsys):
+    await issued(issuer, "cli")
+    args = ["--table-connection", os.environ["IDENTITY_TABLE_CONNECTION"],
+            "--table-name", os.environ["IDENTITY_TABLE_NAME"],
+            "--acs-endpoint", acs.endpoint, "--ca-file", acs.ca_file]
+    assert inv.main(args) == 0
+    assert "all invariants hold" in capsys.readouterr().out
+    put_row("cli-ghost", "8:acs:nobody_1")
+    assert inv.main([*args, "--json"]) == 1
+    assert '"dangling_row"' in capsys.readouterr().out
