@@ -25,6 +25,8 @@ from typing import Any
 
 from bench import report
 from bench.coldstart import ROOT, environment, first_token, import_and_index
+from bench.load import pooled
+from bench.worker import PROTOCOL_PREFIX
 
 #: Settings that must not leak from the caller's environment into the workers.
 _APP_SETTINGS = (
@@ -42,8 +44,10 @@ _APP_SETTINGS = (
 class Plan:
     users: int
     memory_tokens: tuple[int, int]
-    levels: tuple[tuple[int, int, int], ...]  # (concurrency, requests, warmup)
-    quickstart_levels: tuple[tuple[int, int, int], ...]
+    #: (concurrency, requests per round, warmup per round); ours and ceiling take turns
+    levels: tuple[tuple[int, int, int], ...]
+    rounds: int
+    quickstart_levels: tuple[tuple[int, int, int], ...]  # (concurrency, requests, warmup)
     rt_users: int
     cold_runs: int
     purge_users: int
@@ -54,13 +58,13 @@ class Plan:
 
 FULL = Plan(
     users=2000, memory_tokens=(1000, 10000),
-    levels=((1, 120, 10), (16, 1500, 64), (64, 3000, 256)),
+    levels=((1, 40, 5), (16, 500, 32), (64, 1000, 128)), rounds=3,
     quickstart_levels=((1, 30, 2), (16, 160, 16), (64, 320, 64)),
     rt_users=3, cold_runs=7, purge_users=120, purge_rate_scale=0.2)
 
 SMOKE = Plan(
     users=20, memory_tokens=(10, 300),
-    levels=((1, 5, 1), (16, 32, 16), (64, 64, 64)),
+    levels=((1, 3, 1), (16, 16, 16), (64, 64, 64)), rounds=2,
     quickstart_levels=((1, 2, 1), (16, 16, 0), (64, 64, 0)),
     rt_users=2, cold_runs=1, purge_users=5, purge_rate_scale=0.2, profile_requests=200)
 
@@ -71,6 +75,65 @@ def log(message: str) -> None:
 
 def _levels(levels: tuple[tuple[int, int, int], ...]) -> list[dict[str, int]]:
     return [{"concurrency": c, "requests": n, "warmup": w} for c, n, w in levels]
+
+
+class WorkerProcess:
+    """A long-lived worker (ours or ceiling) that runs level commands on request."""
+
+    def __init__(self, workdir: Path, scenario: str, cfg: dict[str, Any],
+                 env: dict[str, str]) -> None:
+        self.scenario = scenario
+        self.out_path = workdir / f"{scenario}.result.json"
+        self.log_path = workdir / f"{scenario}.log"
+        config_path = workdir / f"{scenario}.config.json"
+        config_path.write_text(json.dumps({"scenario": scenario, **cfg}))
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in finish()/kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", str(config_path), str(self.out_path)],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            text=True, bufsize=1)
+
+    def _failure(self) -> RuntimeError:
+        self._log.flush()
+        tail = self.log_path.read_text(errors="replace")[-4000:]
+        return RuntimeError(f"worker {self.scenario} failed ({self.proc.poll()}):\n{tail}")
+
+    def read(self) -> Any:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait(10)
+                raise self._failure()
+            if line.startswith(PROTOCOL_PREFIX):
+                return json.loads(line[len(PROTOCOL_PREFIX):])
+            self._log.write(line)  # stray output from a library
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def level(self, concurrency: int, requests: int, warmup: int) -> Any:
+        self.send({"cmd": "level", "concurrency": concurrency, "requests": requests,
+                   "warmup": warmup})
+        return self.read()
+
+    def finish(self) -> Any:
+        self.send({"cmd": "finish"})
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        rc = self.proc.wait(900)
+        self._log.close()
+        if rc != 0:
+            raise self._failure()
+        return json.loads(self.out_path.read_text())
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
 
 
 class Bench:
@@ -97,6 +160,40 @@ class Bench:
             raise RuntimeError(f"worker {scenario} failed ({proc.returncode}):\n{tail}")
         log(f"worker {scenario} done in {time.perf_counter() - began:.1f} s")
         return json.loads(out_path.read_text())
+
+    def ours_and_ceiling(self, common: dict[str, Any], ours_cfg: dict[str, Any],
+                         env: dict[str, str]) -> tuple[Any, Any, dict[str, Any]]:
+        """Both workers stay up; each level is run in rounds, ours and ceiling taking turns
+        (ABBA order), and the rounds are pooled per scenario."""
+        plan = self.plan
+        log("worker ours: setup (round trips, first tokens) ...")
+        ours = WorkerProcess(self.workdir, "ours", {**common, **ours_cfg}, env)
+        ceiling: WorkerProcess | None = None
+        try:
+            ours.read()
+            log("worker ceiling: setup ...")
+            ceiling = WorkerProcess(self.workdir, "ceiling", {
+                **common, "users": ours_cfg["users"], "profile": ours_cfg["profile"]}, env)
+            ceiling.read()
+            rounds: dict[str, dict[str, list[Any]]] = {"ours": {}, "ceiling": {}}
+            for c, n, warm in plan.levels:
+                log(f"concurrency {c}: {plan.rounds} rounds of {n} requests each, "
+                    "ours and ceiling taking turns")
+                for r in range(plan.rounds):
+                    turn = (("ours", ours), ("ceiling", ceiling))
+                    for name, worker in (turn if r % 2 == 0 else turn[::-1]):
+                        rounds[name].setdefault(str(c), []).append(worker.level(c, n, warm))
+            log("worker ours: memory top-up, profile ...")
+            ours_result = ours.finish()
+            ceiling_result = ceiling.finish()
+        except BaseException:
+            ours.kill()
+            if ceiling is not None:
+                ceiling.kill()
+            raise
+        levels = {name: {c: pooled(rs) for c, rs in by_level.items()}
+                  for name, by_level in rounds.items()}
+        return ours_result, ceiling_result, levels
 
     def run(self) -> dict[str, Any]:
         from localdev import tls
@@ -156,13 +253,9 @@ class Bench:
                       "rtUsers": rt_users, "profileRequests": plan.profile_requests}
             profile_dir = str(Path(args.profile).resolve()) if args.profile else None
 
-            ours = self.run_worker("ours", {
-                **common, "users": users, "warmupUser": warmup_user,
-                "levels": _levels(plan.levels), "memoryTokens": list(plan.memory_tokens),
-                "profile": profile_dir}, env)
-            ceiling = self.run_worker("ceiling", {
-                **common, "users": users, "levels": _levels(plan.levels),
-                "profile": profile_dir}, env)
+            ours, ceiling, levels = self.ours_and_ceiling(common, {
+                "users": users, "warmupUser": warmup_user,
+                "memoryTokens": list(plan.memory_tokens), "profile": profile_dir}, env)
             quickstart = self.run_worker("quickstart", {
                 **common, "levels": _levels(plan.quickstart_levels)}, env)
 
@@ -190,6 +283,8 @@ class Bench:
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 "plan": asdict(plan),
+                "interleaving": "ours and ceiling alternate rounds per level (ABBA); "
+                                "rounds pooled",
                 "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "durationSeconds": round(time.perf_counter() - started, 1),
                 "loadAverageBefore": [round(x, 2) for x in load_before],
@@ -200,12 +295,13 @@ class Bench:
             },
             "roundTrips": {"ours": ours["roundTrips"], "ceiling": ceiling["roundTrips"],
                            "quickstart": quickstart["roundTrips"]},
-            "throughput": {"ours": ours["levels"], "ceiling": ceiling["levels"],
+            "throughput": {"ours": levels["ours"], "ceiling": levels["ceiling"],
                            "quickstart": quickstart["levels"],
                            "oursFirstToken": {"64": ours["firstToken"].get(
                                "b", ours["firstToken"]["a"])},
                            "oursFirstTokenSegments": ours["firstToken"]},
-            "cpuPerToken": {"ours": ours["cpuMsPerToken"], "ceiling": ceiling["cpuMsPerToken"],
+            "cpuPerToken": {"ours": levels["ours"]["64"]["cpuMsPerRequest"],
+                            "ceiling": levels["ceiling"]["64"]["cpuMsPerRequest"],
                             "quickstart": quickstart["cpuMsPerToken"], "unit": "ms",
                             "concurrency": 64},
             "coldStart": {"runs": plan.cold_runs, "importIndex": import_index,

@@ -36,45 +36,12 @@ AZURITE_DEFAULT_PORTS = (10000, 10001, 10002)
 STATE_FILE = "stack.json"
 STARTUP_TIMEOUT = 60.0
 
-#: Settings the app reads that the stack decides; inherited values would be confusing.
-_APP_SETTING_NAMES = (
-    "COMMUNICATION_SERVICES_CONNECTION_STRING",
-    "COMMUNICATION_SERVICES_ENDPOINT",
-    "IDENTITY_TABLE_CONNECTION",
-    "AzureWebJobsStorage",
-    "IDENTITY_TABLE_SERVICE_URI",
-    "AZURE_CLIENT_ID",
-    "IDENTITY_TABLE_NAME",
-    "AUTH_MODE",
-    "AUTH_ISSUER",
-    "AUTH_AUDIENCE",
-    "AUTH_JWKS_URI",
-    "AUTH_USER_CLAIM",
-    "AUTH_ADMIN_ROLE",
-    "ALLOWED_SCOPES",
-    "DEFAULT_SCOPES",
-    "TOKEN_LIFETIME_MINUTES",
-    "DELETION_GRACE_MINUTES",
-    "PURGE_SCHEDULE",
-    "PURGE_BATCH_SIZE",
-    "ACS_DELETE_LIMIT_PER_30S",
-    "ACS_TIMEOUT_SECONDS",
-    "CREATE_LEASE_SECONDS",
-    "EVENT_ACTIONS",
-)
-
-
-
 def _setting_names() -> set[str]:
-    """The app's own list (shared.config imports no SDK), plus ours as a fallback."""
-    names = set(_APP_SETTING_NAMES)
-    try:
-        from shared.config import SETTING_NAMES
+    """Settings the app reads that the stack decides; inherited values would be confusing.
+    ``shared.config`` imports no SDK, so asking the app itself costs nothing."""
+    from shared.config import SETTING_NAMES
 
-        names.update(SETTING_NAMES)
-    except ImportError:  # pragma: no cover - another app directory
-        pass
-    return names
+    return set(SETTING_NAMES)
 
 
 # Never send loopback calls through a proxy from the environment.
