@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.coldstart import ROOT, environment, first_token, import_and_index
+from bench.coldstart import (
+    ROOT,
+    environment,
+    first_token,
+    first_token_stages,
+    import_and_index,
+)
 from bench.load import pooled
 from bench.worker import PROTOCOL_PREFIX
 
@@ -44,9 +50,9 @@ _APP_SETTINGS = (
 class Plan:
     users: int
     memory_tokens: tuple[int, int]
-    #: (concurrency, requests per round, warmup per round); ours and ceiling take turns
-    levels: tuple[tuple[int, int, int], ...]
-    rounds: int
+    #: (concurrency, requests per round, warmup per round, rounds); ours and ceiling
+    #: take turns round by round
+    levels: tuple[tuple[int, int, int, int], ...]
     quickstart_levels: tuple[tuple[int, int, int], ...]  # (concurrency, requests, warmup)
     rt_users: int
     cold_runs: int
@@ -58,15 +64,28 @@ class Plan:
 
 FULL = Plan(
     users=2000, memory_tokens=(1000, 10000),
-    levels=((1, 40, 5), (16, 500, 32), (64, 1000, 128)), rounds=3,
+    levels=((1, 40, 5, 3), (16, 300, 32, 5), (64, 600, 128, 5)),
     quickstart_levels=((1, 30, 2), (16, 160, 16), (64, 320, 64)),
     rt_users=3, cold_runs=7, purge_users=120, purge_rate_scale=0.2)
 
 SMOKE = Plan(
     users=20, memory_tokens=(10, 300),
-    levels=((1, 3, 1), (16, 16, 16), (64, 64, 64)), rounds=2,
+    levels=((1, 3, 1, 2), (16, 16, 16, 2), (64, 64, 64, 2)),
     quickstart_levels=((1, 2, 1), (16, 16, 0), (64, 64, 0)),
     rt_users=2, cold_runs=1, purge_users=5, purge_rate_scale=0.2, profile_requests=200)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("azure-core", "azure-data-tables", "azure-communication-identity",
+                 "azure-functions", "aiohttp", "PyJWT", "cryptography"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def log(message: str) -> None:
@@ -176,10 +195,10 @@ class Bench:
                 **common, "users": ours_cfg["users"], "profile": ours_cfg["profile"]}, env)
             ceiling.read()
             rounds: dict[str, dict[str, list[Any]]] = {"ours": {}, "ceiling": {}}
-            for c, n, warm in plan.levels:
-                log(f"concurrency {c}: {plan.rounds} rounds of {n} requests each, "
+            for c, n, warm, n_rounds in plan.levels:
+                log(f"concurrency {c}: {n_rounds} rounds of {n} requests each, "
                     "ours and ceiling taking turns")
-                for r in range(plan.rounds):
+                for r in range(n_rounds):
                     turn = (("ours", ours), ("ceiling", ceiling))
                     for name, worker in (turn if r % 2 == 0 else turn[::-1]):
                         rounds[name].setdefault(str(c), []).append(worker.level(c, n, warm))
@@ -263,6 +282,7 @@ class Bench:
             import_index = import_and_index(env, plan.cold_runs)
             cold_users = users[-plan.cold_runs:] if plan.cold_runs <= len(users) else users
             first = first_token(env, cold_users, plan.cold_runs)
+            first["stages"] = first_token_stages(env, cold_users, plan.cold_runs)
 
             purge_env = {**env,
                          "COMMUNICATION_SERVICES_CONNECTION_STRING": acs_purge.connection_string,
@@ -282,9 +302,10 @@ class Bench:
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
+                "packages": _versions(),
                 "plan": asdict(plan),
                 "interleaving": "ours and ceiling alternate rounds per level (ABBA); "
-                                "rounds pooled",
+                                "throughput = median round, latency/CPU pooled",
                 "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "durationSeconds": round(time.perf_counter() - started, 1),
                 "loadAverageBefore": [round(x, 2) for x in load_before],

@@ -109,6 +109,83 @@ print(json.dumps({"seconds": t1 - t0, "indexSeconds": t_import - t0, "status": s
 """
 
 
+#: Where a fresh process's first token goes, stage by stage (a separate set of processes:
+#: importing modules one by one changes nothing in total but is not the measured figure).
+STAGES_OURS = """
+import json, os, sys, time
+T = [("start", time.perf_counter())]
+def mark(name):
+    T.append((name, time.perf_counter()))
+import asyncio; mark("import asyncio")
+import azure.functions as func; mark("import azure.functions")
+import function_app
+functions = {f.get_function_name(): f.get_user_function()
+             for f in function_app.app.get_functions()}; mark("import function_app + index")
+import jwt; mark("import PyJWT + cryptography")
+import aiohttp; mark("import aiohttp")
+import azure.data.tables.aio; mark("import azure.data.tables")
+import azure.communication.identity.aio; mark("import azure.communication.identity")
+import shared.acs, shared.auth, shared.service, shared.store; mark("import shared modules")
+from shared import auth, runtime
+_refresh = auth.JwksCache._refresh
+async def _timed_refresh(self, seen):
+    mark("first call: until JWKS fetch")
+    await _refresh(self, seen)
+    mark("JWKS fetch (discovery + keys)")
+auth.JwksCache._refresh = _timed_refresh
+
+class Context:
+    invocation_id = "cold-start"
+    function_name = "issue_token"
+    function_directory = "."
+
+async def main():
+    await runtime.get_service(); mark("settings + SDK clients")
+    req = func.HttpRequest("POST", "http://localhost/api/token", headers={
+        "authorization": "Bearer " + os.environ["BENCH_TOKEN"],
+        "content-type": "application/json"}, params={}, route_params={}, body=b"")
+    response = await functions["issue_token"](req, context=Context())
+    mark("verify + Table read + ACS call")
+    assert response.status_code == 200, response.get_body()
+    await runtime.reset()
+
+asyncio.run(main())
+print(json.dumps({"stages": [[b[0], (b[1] - a[1]) * 1000] for a, b in zip(T, T[1:])],
+                  "seconds": T[-1][1] - T[0][1]}))
+"""
+
+STAGES_CEILING = """
+import json, os, sys, time
+T = [("start", time.perf_counter())]
+def mark(name):
+    T.append((name, time.perf_counter()))
+import asyncio; mark("import asyncio")
+import aiohttp; mark("import aiohttp")
+from azure.data.tables.aio import TableClient; mark("import azure.data.tables")
+from azure.communication.identity import CommunicationUserIdentifier
+from azure.communication.identity.aio import CommunicationIdentityClient
+mark("import azure.communication.identity")
+from datetime import timedelta
+
+async def main():
+    table = TableClient.from_connection_string(os.environ["IDENTITY_TABLE_CONNECTION"],
+                                               os.environ["IDENTITY_TABLE_NAME"])
+    identity = CommunicationIdentityClient.from_connection_string(
+        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"]); mark("SDK clients")
+    entity = await table.get_entity(os.environ["BENCH_PARTITION_KEY"], "user")
+    mark("Table read (get_entity)")
+    await identity.get_token(CommunicationUserIdentifier(entity["AcsUserId"]),
+                             ["chat", "voip"], token_expires_in=timedelta(minutes=1440))
+    mark("ACS call (get_token)")
+    await table.close()
+    await identity.close()
+
+asyncio.run(main())
+print(json.dumps({"stages": [[b[0], (b[1] - a[1]) * 1000] for a, b in zip(T, T[1:])],
+                  "seconds": T[-1][1] - T[0][1]}))
+"""
+
+
 def run_script(script: str, env: dict[str, str], *, importtime: bool = False,
                timeout: float = 120.0) -> dict[str, Any]:
     cmd = [sys.executable]
@@ -200,6 +277,26 @@ def first_token(env: dict[str, str], users: list[dict[str, str]], runs: int) -> 
             "ceiling": {**summarize(ceiling), "importMedianMs": round(
                 statistics.median(r["indexSeconds"] * 1000 for r in ceiling), 2),
                 "importtimeTop": traced_ceiling["importtime"]}}
+
+
+def first_token_stages(env: dict[str, str], users: list[dict[str, str]],
+                       runs: int) -> dict[str, Any]:
+    """Median milliseconds per stage of a fresh process's first token, ours and ceiling."""
+    samples: dict[str, list[dict[str, Any]]] = {"ours": [], "ceiling": []}
+    for i in range(runs):
+        user = users[i % len(users)]
+        samples["ours"].append(run_script(STAGES_OURS, {**env, "BENCH_TOKEN": user["token"]}))
+        samples["ceiling"].append(run_script(
+            STAGES_CEILING, {**env, "BENCH_PARTITION_KEY": user["partitionKey"]}))
+    out: dict[str, Any] = {}
+    for side, runs_of in samples.items():
+        names = [name for name, _ in runs_of[0]["stages"]]
+        out[side] = {
+            "stagesMedianMs": {name: round(statistics.median(
+                dict(r["stages"])[name] for r in runs_of), 2) for name in names},
+            "totalMedianMs": round(statistics.median(r["seconds"] * 1000 for r in runs_of), 2),
+        }
+    return out
 
 
 def environment(base: dict[str, str]) -> dict[str, str]:

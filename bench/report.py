@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 
@@ -95,7 +96,8 @@ def table(results: dict[str, Any]) -> str:
         w(f"  {name:<56}{_fmt(c['tableReads']):>6}{_fmt(c['tableWrites']):>8}"
           f"{_fmt(c['acs']):>5}")
     w("")
-    w("Token throughput and latency (closed loop, fixed request counts)")
+    w("Token throughput and latency (closed loop, fixed request counts; ours/ceiling: "
+      "median of interleaved rounds)")
     w(f"  {'scenario':<24}{'conc':>5}{'requests':>10}{'tokens/s':>10}{'p50 ms':>9}"
       f"{'p99 ms':>9}{'CPU ms/tok':>12}{'failed':>8}")
     tp = results["throughput"]
@@ -125,6 +127,16 @@ def table(results: dict[str, Any]) -> str:
       f"{ft['ours'].get('azureFunctionsImportMedianMs', '-')} ms, "
       f"+ app import and index = {ft['ours'].get('indexMedianMs', '-')} ms; ceiling: SDK "
       f"imports {ft['ceiling'].get('importMedianMs', '-')} ms")
+    stages = ft.get("stages")
+    if stages:
+        w("  where a fresh process's first token goes (median ms per stage, separate runs):")
+        for side in ("ours", "ceiling"):
+            parts = ", ".join(f"{name} {ms:.1f}"
+                              for name, ms in stages[side]["stagesMedianMs"].items())
+            lines = textwrap.wrap(f"{side:<8} {stages[side]['totalMedianMs']:.1f} = {parts}",
+                                  width=96, subsequent_indent=" " * 15)
+            for line in lines:
+                w(f"    {line}")
     w("")
     mem = results["memory"]
     w(f"Memory (ours worker RSS after GC): {mem['rssFirstMb']} MiB after "

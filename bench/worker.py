@@ -1,5 +1,10 @@
 """One benchmark worker process: ``python -m bench.worker CONFIG.json OUT.json``.
 
+``ours`` and ``ceiling`` do their setup, say ``ready`` on stdout (lines prefixed with
+:data:`PROTOCOL_PREFIX`), then run the orchestrator's level commands from stdin until it
+sends ``finish``, so that the two can take turns; ``quickstart`` and ``purge`` run to
+completion. Every worker writes its result to OUT.json.
+
 Each scenario runs in a fresh process of its own, so that its CPU time and RSS are its
 own: Azurite, the ACS emulator and the issuer are other processes, and the orchestrator
 (``python -m bench``) only waits. The environment (app settings, SSL_CERT_FILE for the

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -369,8 +370,10 @@ async def run_chaos(seconds: float, seed: int, *, users: int = 30, concurrency: 
         for problem in outcome.problems:
             print(f"chaos: caller contract broken: {problem}")
         ok = report.ok and not outcome.problems
-        print("chaos: OK" if ok else "chaos: FAILED")
-        return 0 if ok else 1
+        print("chaos: OK" if ok else f"chaos: FAILED (logs kept in {base})")
+    if ok and workdir is None:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from .errors import AcsIdentityNotFound, AcsRejected, ServiceError, Throttled, Unavailable
 from .models import AcsToken, Scope
 from .telemetry import logger, metric, round_trips
+from .transport import use_env_settings
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 3
@@ -36,6 +37,7 @@ def _client_options(timeout: float) -> dict[str, Any]:
         "connection_timeout": min(5.0, timeout),
         "read_timeout": timeout,
         "raw_request_hook": round_trips.acs_hook,
+        "use_env_settings": use_env_settings(),
     }
 
 

@@ -180,6 +180,8 @@ def _bearer(headers: Mapping[str, str]) -> str:
         raise Unauthenticated("a bearer token is required")
     if len(token) > MAX_TOKEN_BYTES:
         raise Unauthenticated("the bearer token is too large")
+    if not token.isascii():
+        raise Unauthenticated("the bearer token is malformed")
     return token
 
 

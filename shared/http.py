@@ -7,6 +7,7 @@ and the service are reached only through ``shared.runtime`` when a request arriv
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .service import TokenService
 
 MAX_BODY_BYTES = 16 * 1024
+B64_PREFIX = "b64."
 _JSON_HEADERS = {
     "Content-Type": "application/json; charset=utf-8",
     "X-Content-Type-Options": "nosniff",
@@ -75,9 +77,20 @@ class Call:
         return parse_json_object(self.request, allowed)
 
     def user_id_param(self) -> str:
+        """The ``{userId}`` route value, exactly as the host decoded it, or ``b64.<id>``.
+
+        The Functions host decodes ``%25`` but leaves ``%2F`` encoded, so ``a%2Fb`` and
+        ``a/b`` would arrive alike: the value is therefore never decoded further, and an
+        id that cannot travel in a path segment (one with ``/``) is addressed as
+        ``b64.`` + its unpadded base64url (UTF-8)."""
         raw = self.request.route_params.get("userId", "")
-        # The Functions host leaves %2F undecoded in route segments; ids may contain '/'.
-        return validate_user_id(raw.replace("%2F", "/").replace("%2f", "/"))
+        if raw.startswith(B64_PREFIX):
+            encoded = raw[len(B64_PREFIX):]
+            try:
+                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest("userId is not valid b64.<base64url>", field="userId") from None
+        return validate_user_id(raw)
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
@@ -134,7 +147,7 @@ def render(reply: Reply) -> func.HttpResponse:
     if reply.body is None:
         headers.pop("Content-Type")
         return func.HttpResponse(status_code=reply.status, headers=headers)
-    body = json.dumps(reply.body, separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(reply.body, separators=(",", ":"))
     return func.HttpResponse(body, status_code=reply.status, headers=headers,
                              mimetype="application/json", charset="utf-8")
 
@@ -168,11 +181,16 @@ def _error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 
 # -- parsing ---------------------------------------------------------------------------------
 
+def _echo(text: str, limit: int = 40) -> str:
+    """Request text quoted back in an error: short, and always encodable."""
+    return text[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise BadRequest(f"duplicate field '{key}'", field=key)
+            raise BadRequest(f"duplicate field '{_echo(key)}'", field=_echo(key))
         result[key] = value
     return result
 
@@ -205,7 +223,7 @@ def parse_json_object(req: func.HttpRequest, allowed: frozenset[str]) -> dict[st
         raise BadRequest("the body must be a JSON object")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise BadRequest(f"unknown field '{unknown[0]}'", field=unknown[0])
+        raise BadRequest(f"unknown field '{_echo(unknown[0])}'", field=_echo(unknown[0]))
     return value
 
 
@@ -226,7 +244,7 @@ def token_request(call: Call) -> TokenRequest:
             parsed = tuple(dict.fromkeys(Scope(s) for s in scopes))
         except ValueError:
             bad = next(s for s in scopes if s not in Scope._value2member_map_)
-            raise BadRequest(f"unknown scope '{bad[:40]}'", field="scopes") from None
+            raise BadRequest(f"unknown scope '{_echo(bad)}'", field="scopes") from None
     minutes = body.get("expiresInMinutes")
     if minutes is not None and (
             isinstance(minutes, bool) or not isinstance(minutes, int) or not 60 <= minutes <= 1440):

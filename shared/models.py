@@ -97,6 +97,7 @@ class PurgeEntry:
 
     user_id: str
     due: datetime
+    etag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,14 @@ class TokenService:
 
     async def _create(self, claim: Claim, scopes: tuple[Scope, ...], minutes: int) -> IssuedToken:
         self._checkpoint("first_token.claimed")
-        acs_user_id, token = await self._acs.create_user_and_token(scopes, minutes)
+        try:
+            acs_user_id, token = await self._acs.create_user_and_token(scopes, minutes)
+        except ServiceError:
+            # Nothing was created: free the claim so the user's retry need not wait out
+            # the lease (a failure to free it only delays that retry).
+            with contextlib.suppress(ServiceError):
+                await self._store.delete_claim(claim)
+            raise
         # The identity exists only in this process until the insert below lands; this line
         # is its record of last resort should the process die right here.
         telemetry.event("acs_identity_created", user=telemetry.user_ref(claim.user_id),

@@ -15,6 +15,7 @@ lexically. SDK exceptions are translated into ``shared.errors`` here and nowhere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from . import keys
 from .errors import BadRequest, PreconditionFailed, StoreConflict, Unavailable
 from .models import Claim, PurgeEntry, UserRecord, UserState
 from .telemetry import round_trips
+from .transport import use_env_settings
 
 T = TypeVar("T")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -46,6 +48,11 @@ TRANSPORT_OPTIONS: dict[str, Any] = {
     "connection_timeout": 3,
     "read_timeout": 10,
 }
+
+
+def _client_options() -> dict[str, Any]:
+    return {**TRANSPORT_OPTIONS, "raw_request_hook": round_trips.table_hook,
+            "use_env_settings": use_env_settings()}
 
 
 def _fmt(moment: datetime) -> str:
@@ -66,15 +73,13 @@ class TableIdentityStore:
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> TableIdentityStore:
         return cls(TableClient.from_connection_string(
-            connection_string, table_name, raw_request_hook=round_trips.table_hook,
-            **TRANSPORT_OPTIONS))
+            connection_string, table_name, **_client_options()))
 
     @classmethod
     def from_service_uri(cls, service_uri: str, table_name: str,
                          credential: Any) -> TableIdentityStore:
-        return cls(TableClient(
-            endpoint=service_uri, table_name=table_name, credential=credential,
-            raw_request_hook=round_trips.table_hook, **TRANSPORT_OPTIONS))
+        return cls(TableClient(endpoint=service_uri, table_name=table_name,
+                               credential=credential, **_client_options()))
 
     async def close(self) -> None:
         await self._client.close()
@@ -161,11 +166,14 @@ class TableIdentityStore:
         upper = now.astimezone(timezone.utc).strftime(_DUE_FORMAT) + "~"
         query = "PartitionKey eq @pk and RowKey lt @upper"
         entities = await self._query(query, {"pk": keys.PURGE_PARTITION, "upper": upper}, limit)
-        return [PurgeEntry(entity["UserId"], _parse(entity["Due"])) for entity in entities]
+        return [PurgeEntry(entity["UserId"], _parse(entity["Due"]), entity.metadata["etag"])
+                for entity in entities]
 
     async def delete_purge_entry(self, entry: PurgeEntry) -> None:
-        # Unconditional: if it is already gone, a duplicate run got there first.
-        await self._delete(keys.PURGE_PARTITION, _purge_row(entry), None)
+        # Only the version that was read: a delete re-upserting the same entry meanwhile
+        # (same user, same second) must keep it. Gone or changed is fine either way.
+        with contextlib.suppress(PreconditionFailed):
+            await self._delete(keys.PURGE_PARTITION, _purge_row(entry), entry.etag)
 
     async def ping(self) -> None:
         await self._get(keys.CLAIMS_PARTITION, "~ping")

@@ -106,7 +106,7 @@ class MemoryStore:
     async def put_purge_entry(self, entry: PurgeEntry) -> None:
         await asyncio.sleep(0)
         self.writes += 1
-        self.purge[(entry.due, entry.user_id)] = entry
+        self.purge[(entry.due, entry.user_id)] = replace(entry, etag=self._etag())
 
     async def due_purge_entries(self, now: datetime, limit: int) -> Sequence[PurgeEntry]:
         self.reads += 1
@@ -116,7 +116,9 @@ class MemoryStore:
 
     async def delete_purge_entry(self, entry: PurgeEntry) -> None:
         self.writes += 1
-        self.purge.pop((entry.due, entry.user_id), None)
+        current = self.purge.get((entry.due, entry.user_id))
+        if current is not None and (entry.etag is None or current.etag == entry.etag):
+            del self.purge[(entry.due, entry.user_id)]
 
     async def ping(self) -> None:
         return None

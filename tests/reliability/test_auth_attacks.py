@@ -183,11 +183,6 @@ async def test_identity_provider_down_fails_closed_with_503(issuer, monkeypatch)
     assert "127.0.0.1" not in json.dumps(body)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared.auth.JwtAuthenticator._verify catches only jwt.PyJWTError around "
-    "jwt.get_unverified_header; a bearer value with lone surrogates (what a server that "
-    "decodes raw header bytes with surrogateescape, like localdev.host/aiohttp, passes on "
-    "for non-UTF-8 bytes) raises UnicodeEncodeError and the caller gets 500"))
 async def test_non_ascii_bytes_in_the_authorization_header_are_a_401():
     for value in ("Bearer \udce5\udc97\udccd", "Bearer abc.\udcff.def"):
         assert_401(await call("issue_token", request(

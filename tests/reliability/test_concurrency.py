@@ -9,7 +9,7 @@ import pytest
 
 from localdev.chaos import InProcessApp, Workload
 from tests.calls import call, request
-from tests.reliability.support import ADMIN, invariants, user_rows
+from tests.reliability.support import ADMIN, invariants, purge, user_rows
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -74,3 +74,46 @@ async def test_mixed_workload_keeps_the_invariants(issuer, acs):
     assert report.ok, report.summary()
     assert report.tokens_checked >= len(workload.users)
     assert all(row["State"] == "active" for row in user_rows().values())
+
+
+async def test_a_re_delete_racing_a_purge_skip_keeps_its_index_entry(issuer, acs, monkeypatch):
+    import time as clock
+
+    from shared.store import TableIdentityStore
+
+    admin = issuer.mint("root", roles=[ADMIN])
+
+    async def admin_call(name, method, path, user):
+        return await call(name, request(method, path, token=admin, route_params={"userId": user}))
+
+    original = TableIdentityStore.delete_purge_entry
+    state: dict[str, str] = {}
+
+    async def racing_delete_purge_entry(self, entry):
+        if not state.get("raced"):
+            state["raced"] = "yes"  # the re-delete lands between the purge's read and delete
+            status, body, _ = await admin_call("delete_user", "DELETE", "users/x", entry.user_id)
+            assert status == 202
+            state["due"] = body["purgeAfter"]
+        await original(self, entry)
+
+    for attempt in range(3):  # the three steps must share one wall-clock second
+        user = f"racer-{attempt}"
+        assert (await call("issue_token", request("POST", "token", token=issuer.mint(user))))[0] == 200
+        await asyncio.sleep(1.02 - clock.time() % 1)  # start of a fresh second
+        status, first, _ = await admin_call("delete_user", "DELETE", "users/x", user)
+        assert status == 202
+        assert (await admin_call("restore_user", "POST", "users/x/restore", user))[0] == 200
+        state.clear()
+        monkeypatch.setattr(TableIdentityStore, "delete_purge_entry", racing_delete_purge_entry)
+        await purge()
+        monkeypatch.setattr(TableIdentityStore, "delete_purge_entry", original)
+        if state.get("due") == first["purgeAfter"]:
+            break
+    else:
+        pytest.skip("could not fit delete, restore and purge into one second")
+    assert user_rows()[user]["State"] == "deleting"
+    report = await invariants(acs)
+    assert not report.of_kind("unindexed_deletion"), report.summary()
+    await purge()  # the user is due: the next run must purge it
+    assert user not in user_rows()

@@ -106,10 +106,6 @@ async def test_create_identity_faults_leak_nothing_and_recover(issuer, acs, faul
     assert report.ok and len(report.identities) == 1, report.summary()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: TokenService._create leaves its creation claim in place when createUserAndToken "
-    "fails (429/503/timeout), so for CREATE_LEASE_SECONDS (default 60 s) every retry by that "
-    "user waits CREATION_WAIT_SECONDS (10 s) and gets 503, although ACS is back"))
 async def test_a_failed_creation_does_not_lock_the_user_out(issuer, acs):
     acs.set_faults(fault={"operation": "createIdentity", "status": 503, "count": 1000})
     assert_retry_later(*await token(issuer, "locked-out"), expected=(503,))
