@@ -92,9 +92,10 @@ t_import = time.perf_counter()
 
 async def main():
     table = TableClient.from_connection_string(os.environ["IDENTITY_TABLE_CONNECTION"],
-                                               os.environ["IDENTITY_TABLE_NAME"])
+                                               os.environ["IDENTITY_TABLE_NAME"],
+                                               use_env_settings=False)
     identity = CommunicationIdentityClient.from_connection_string(
-        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"])
+        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"], use_env_settings=False)
     entity = await table.get_entity(os.environ["BENCH_PARTITION_KEY"], "user")
     token = await identity.get_token(CommunicationUserIdentifier(entity["AcsUserId"]),
                                      ["chat", "voip"], token_expires_in=timedelta(minutes=1440))
@@ -169,9 +170,10 @@ from datetime import timedelta
 
 async def main():
     table = TableClient.from_connection_string(os.environ["IDENTITY_TABLE_CONNECTION"],
-                                               os.environ["IDENTITY_TABLE_NAME"])
+                                               os.environ["IDENTITY_TABLE_NAME"],
+                                               use_env_settings=False)
     identity = CommunicationIdentityClient.from_connection_string(
-        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"]); mark("SDK clients")
+        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"], use_env_settings=False); mark("SDK clients")
     entity = await table.get_entity(os.environ["BENCH_PARTITION_KEY"], "user")
     mark("Table read (get_entity)")
     await identity.get_token(CommunicationUserIdentifier(entity["AcsUserId"]),

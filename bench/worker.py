@@ -333,10 +333,14 @@ async def run_ceiling(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from shared.telemetry import round_trips
 
+    # The ceiling gets the same transport tuning as ours (no per-request proxy/netrc
+    # lookups, see shared/transport.py): it is the best the raw SDKs can do.
     table = TableClient.from_connection_string(
-        cfg["tableConnection"], cfg["tableName"], raw_request_hook=round_trips.table_hook)
+        cfg["tableConnection"], cfg["tableName"], raw_request_hook=round_trips.table_hook,
+        use_env_settings=False)
     identity = CommunicationIdentityClient.from_connection_string(
-        cfg["acsConnectionString"], raw_request_hook=round_trips.acs_hook)
+        cfg["acsConnectionString"], raw_request_hook=round_trips.acs_hook,
+        use_env_settings=False)
     keys = [u["partitionKey"] for u in cfg["users"]]
     n_users = len(keys)
     expires = timedelta(minutes=TOKEN_MINUTES)
