@@ -173,7 +173,8 @@ async def main():
                                                os.environ["IDENTITY_TABLE_NAME"],
                                                use_env_settings=False)
     identity = CommunicationIdentityClient.from_connection_string(
-        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"], use_env_settings=False); mark("SDK clients")
+        os.environ["COMMUNICATION_SERVICES_CONNECTION_STRING"], use_env_settings=False)
+    mark("SDK clients")
     entity = await table.get_entity(os.environ["BENCH_PARTITION_KEY"], "user")
     mark("Table read (get_entity)")
     await identity.get_token(CommunicationUserIdentifier(entity["AcsUserId"]),

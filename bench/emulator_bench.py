@@ -42,19 +42,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from localdev.acs_emulator.auth import parse_conn
+
 ROOT = Path(__file__).resolve().parents[1]
 API = "2023-10-01"
 
 
-def parse_conn(conn: str) -> tuple[str, str]:
-    endpoint = key = ""
-    for part in conn.split(";"):
-        k, _, v = part.partition("=")
-        if k.lower() == "endpoint":
-            endpoint = v.rstrip("/")
-        elif k.lower() == "accesskey":
-            key = v
-    return endpoint, key
 
 
 class Signer:

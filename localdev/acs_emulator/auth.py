@@ -35,6 +35,18 @@ TEAMS_AUDIENCE = "https://auth.msft.communication.azure.com"
 JWT_ALGORITHMS = ("RS256", "ES256")
 
 
+
+def parse_conn(conn: str) -> tuple[str, str]:
+    """(endpoint without trailing slash, access key) from an ACS connection string."""
+    endpoint = key = ""
+    for part in conn.split(";"):
+        k, _, v = part.partition("=")
+        if k.lower() == "endpoint":
+            endpoint = v.rstrip("/")
+        elif k.lower() == "accesskey":
+            key = v
+    return endpoint, key
+
 class AuthError(Exception):
     """Authentication failed; the message says why (returned as innererror)."""
 

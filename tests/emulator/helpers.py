@@ -13,18 +13,11 @@ from typing import Any
 
 import requests
 
+from localdev.acs_emulator.auth import parse_conn
+
 API = "2023-10-01"
 
 
-def parse_conn(conn: str) -> tuple[str, str]:
-    endpoint = key = ""
-    for part in conn.split(";"):
-        k, _, v = part.partition("=")
-        if k.lower() == "endpoint":
-            endpoint = v.rstrip("/")
-        elif k.lower() == "accesskey":
-            key = v
-    return endpoint, key
 
 
 def sign(
