@@ -42,9 +42,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from localdev.acs_emulator.auth import parse_conn
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: `python bench/emulator_bench.py`
+    sys.path.insert(0, str(ROOT))
+
+from localdev.acs_emulator.auth import parse_conn  # noqa: E402
+
 API = "2023-10-01"
 
 
