@@ -11,12 +11,15 @@ ids are capped at :data:`MAX_USER_ID_BYTES`.
 from __future__ import annotations
 
 import base64
+import re
 
 from .errors import BadRequest
 
 #: OIDC caps ``sub`` at 255 ASCII characters; 256 bytes encode to 342 key characters,
 #: inside the 512-character key limit even with the purge index's 17-character prefix.
 MAX_USER_ID_BYTES = 256
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 USERS_ROW = "user"
 CLAIMS_PARTITION = "~claims"
@@ -29,7 +32,7 @@ def validate_user_id(user_id: str, *, field: str = "userId") -> str:
         raise BadRequest(f"{field} must not be empty", field=field)
     if len(user_id.encode("utf-8", "surrogatepass")) > MAX_USER_ID_BYTES:
         raise BadRequest(f"{field} must be at most {MAX_USER_ID_BYTES} bytes", field=field)
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in user_id):
+    if _CONTROL.search(user_id):
         raise BadRequest(f"{field} must not contain control characters", field=field)
     try:
         user_id.encode("utf-8")
