@@ -160,8 +160,8 @@ class TokenService:
         try:
             acs_user_id, token = await self._acs.create_user_and_token(scopes, minutes)
         except ServiceError:
-            # Nothing was created: free the claim so the user's retry need not wait out
-            # the lease (a failure to free it only delays that retry).
+            # Nothing was recorded (and for an error answer, nothing created): free the
+            # claim so the user's retry need not wait out the lease.
             with contextlib.suppress(ServiceError):
                 await self._store.delete_claim(claim)
             raise
@@ -174,12 +174,14 @@ class TokenService:
         try:
             await self._insert_created(record)
         except StoreConflict:
-            # Our lease lapsed and another request recorded an identity first: ours goes.
-            await self._discard(acs_user_id)
             winner = await self._store.get_user(claim.user_id)
-            if winner is None:
-                raise Unavailable("identity creation raced; retry", retry_after=1) from None
-            return await self._token_for(winner, scopes, minutes)
+            if winner is None or winner.acs_user_id != acs_user_id:
+                # Our lease lapsed and another request recorded an identity first: ours goes.
+                await self._discard(acs_user_id)
+                if winner is None:
+                    raise Unavailable("identity creation raced; retry", retry_after=1) from None
+                return await self._token_for(winner, scopes, minutes)
+            # Else the row is ours: an insert retried after its first answer was lost.
         self._checkpoint("first_token.recorded")
         telemetry.metric("identities_created")
         telemetry.metric("tokens_issued", first=True)

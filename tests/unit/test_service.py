@@ -352,3 +352,26 @@ async def test_user_returning_right_after_purge_gets_a_new_identity_at_once():
     again = await service.issue_token(alice, TokenRequest())  # no wait on a stale claim
     assert again.acs_user_id != first.acs_user_id and acs.calls["create"] == 2
     invariants(store, acs)
+
+
+async def test_insert_whose_answer_was_lost_keeps_our_identity():
+    """The row insert lands but its answer is lost; the retry sees 'exists': it is ours."""
+    service, store, acs, _ = make()
+    original = store.insert_user
+    calls = 0
+
+    async def lost_answer(record):
+        nonlocal calls
+        calls += 1
+        stored = await original(record)
+        if calls == 1:
+            from shared.errors import Unavailable as Lost
+
+            raise Lost("timed out")
+        return stored
+
+    store.insert_user = lost_answer  # type: ignore[method-assign]
+    issued = await service.issue_token(alice, TokenRequest())
+    assert calls == 2 and store.users["alice"].acs_user_id == issued.acs_user_id
+    assert acs.live == {issued.acs_user_id} and not acs.deleted
+    invariants(store, acs)
