@@ -125,6 +125,9 @@ var tags = {
 }
 var appName = !empty(functionAppName) ? functionAppName : '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentStorageContainerName = 'app-package-${take(appName, 32)}-${take(toLower(uniqueString(appName, resourceToken)), 7)}'
+var enableEvents = enableCustomEvents || enableGraphEvents
+// Blob container (in the app's storage account) for events the Event Grid subscriptions cannot deliver
+var eventGridDeadLetterContainerName = 'eventgrid-deadletter'
 
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
@@ -151,6 +154,7 @@ module storage './core/storage/storage-account.bicep' = {
     tags: tags
     deploymentContainerName: deploymentStorageContainerName
     tableName: identityTableName
+    deadLetterContainerName: enableEvents ? eventGridDeadLetterContainerName : ''
   }
 }
 
@@ -235,7 +239,7 @@ module rbac './app/rbac.bicep' = {
   }
 }
 
-module eventing './app/eventing.bicep' = if (enableCustomEvents || enableGraphEvents) {
+module eventing './app/eventing.bicep' = if (enableEvents) {
   name: 'eventing'
   scope: rg
   params: {
@@ -248,6 +252,8 @@ module eventing './app/eventing.bicep' = if (enableCustomEvents || enableGraphEv
     graphPartnerTopicName: graphPartnerTopicName
     publisherPrincipalId: principalId
     publisherPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
   }
 }
 
@@ -269,3 +275,4 @@ output IDENTITY_TABLE_NAME string = storage.outputs.tableName
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output EVENT_GRID_TOPIC_NAME string = enableCustomEvents ? eventing.outputs.customTopicName : ''
 output EVENT_GRID_TOPIC_ENDPOINT string = enableCustomEvents ? eventing.outputs.customTopicEndpoint : ''
+output EVENT_GRID_DEADLETTER_CONTAINER string = enableEvents ? storage.outputs.deadLetterContainerName : ''

@@ -89,6 +89,8 @@ class Claim:
     user_id: str
     lease_until: datetime
     etag: str | None = None
+    #: Random per attempt, so a request whose insert answer was lost knows the claim is its own.
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -140,18 +141,21 @@ class TokenService:
         """Win the right to create ``user_id``'s identity, or ``None`` if another live
         request holds it. An expired claim (its creator died or stalled) is taken over."""
         now = self._clock.now()
-        lease = now + timedelta(seconds=self._settings.create_lease_seconds)
+        mine = Claim(user_id, now + timedelta(seconds=self._settings.create_lease_seconds),
+                     owner=uuid.uuid4().hex)
         try:
-            return await self._store.insert_claim(Claim(user_id, lease))
+            return await self._store.insert_claim(mine)
         except StoreConflict:
             pass
         existing = await self._store.get_claim(user_id)
+        if existing is not None and existing.owner == mine.owner:
+            return existing  # our insert landed; only its answer was lost
         if existing is not None and existing.lease_until > now:
             return None
         try:
             if existing is None:
-                return await self._store.insert_claim(Claim(user_id, lease))
-            return await self._store.replace_claim(replace(existing, lease_until=lease))
+                return await self._store.insert_claim(mine)
+            return await self._store.replace_claim(replace(mine, etag=existing.etag))
         except (StoreConflict, PreconditionFailed):
             return None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -136,13 +137,13 @@ class TableIdentityStore:
 
     async def insert_claim(self, claim: Claim) -> Claim:
         meta = await self._write(self._client.create_entity, _claim_entity(claim))
-        return Claim(claim.user_id, claim.lease_until, meta.get("etag"))
+        return replace(claim, etag=meta.get("etag"))
 
     async def replace_claim(self, claim: Claim) -> Claim:
         meta = await self._write(self._client.update_entity, _claim_entity(claim),
                                  mode=UpdateMode.REPLACE, etag=claim.etag,
                                  match_condition=MatchConditions.IfNotModified)
-        return Claim(claim.user_id, claim.lease_until, meta.get("etag"))
+        return replace(claim, etag=meta.get("etag"))
 
     async def delete_claim(self, claim: Claim) -> None:
         await self._delete(keys.CLAIMS_PARTITION, keys.user_key(claim.user_id), claim.etag)
@@ -278,7 +279,8 @@ def _with_etag(record: UserRecord, meta: dict[str, Any]) -> UserRecord:
 
 
 def _claim(entity: Any) -> Claim:
-    return Claim(entity["UserId"], _parse(entity["LeaseUntil"]), entity.metadata["etag"])
+    return Claim(entity["UserId"], _parse(entity["LeaseUntil"]), entity.metadata["etag"],
+                 entity.get("Owner", ""))
 
 
 def _claim_entity(claim: Claim) -> dict[str, Any]:
@@ -287,6 +289,7 @@ def _claim_entity(claim: Claim) -> dict[str, Any]:
         "RowKey": keys.user_key(claim.user_id),
         "UserId": claim.user_id,
         "LeaseUntil": _fmt(claim.lease_until),
+        "Owner": claim.owner,
     }
 
 

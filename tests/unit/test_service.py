@@ -375,3 +375,19 @@ async def test_insert_whose_answer_was_lost_keeps_our_identity():
     assert calls == 2 and store.users["alice"].acs_user_id == issued.acs_user_id
     assert acs.live == {issued.acs_user_id} and not acs.deleted
     invariants(store, acs)
+
+
+async def test_claim_insert_whose_answer_was_lost_is_recognised_as_ours():
+    service, store, acs, _ = make()
+    original = store.insert_claim
+
+    async def lost_answer(claim):
+        await original(claim)
+        store.insert_claim = original  # type: ignore[method-assign]
+        from shared.errors import StoreConflict as Retried409
+
+        raise Retried409("the SDK's retry found the row its first attempt wrote")
+
+    store.insert_claim = lost_answer  # type: ignore[method-assign]
+    issued = await service.issue_token(alice, TokenRequest())  # no 10 s wait, no 503
+    assert acs.calls["create"] == 1 and store.users["alice"].acs_user_id == issued.acs_user_id

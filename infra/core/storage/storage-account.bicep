@@ -1,11 +1,15 @@
 // Storage account for the Functions host (AzureWebJobsStorage), the Flex Consumption
-// deployment package container, and the identity-mapping table. Shared keys are disabled:
-// every client (host, app, azd deploy, developers) authenticates with Microsoft Entra ID.
+// deployment package container, the identity-mapping table and (with the optional Event Grid
+// subscriptions) their dead-letter container. Shared keys are disabled: every client (host,
+// app, azd deploy, developers, Event Grid) authenticates with Microsoft Entra ID.
 param name string
 param location string = resourceGroup().location
 param tags object = {}
 param deploymentContainerName string
 param tableName string = 'AcsIdentities'
+
+@description('Blob container for events the Event Grid subscriptions dead-letter. Empty: not created.')
+param deadLetterContainerName string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -45,6 +49,16 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// Event Grid writes undeliverable events here with the topic's managed identity
+// (deadLetterWithResourceIdentity, see app/eventing.bicep).
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = if (!empty(deadLetterContainerName)) {
+  parent: blobService
+  name: deadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -63,3 +77,4 @@ output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output tableEndpoint string = storage.properties.primaryEndpoints.table
 output tableName string = identityTable.name
 output deploymentContainerName string = deploymentContainer.name
+output deadLetterContainerName string = !empty(deadLetterContainerName) ? deadLetterContainer.name : ''
