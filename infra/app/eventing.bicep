@@ -5,6 +5,11 @@
 //
 // Event subscriptions with an AzureFunction destination are validated against the deployed
 // function, so enable these after the first `azd up` has deployed the code (see docs/deploy.md).
+//
+// Both subscriptions retry for 30 attempts / 24 hours and then dead-letter the event to a blob
+// container in the app's storage account. Shared keys are disabled there, so Event Grid writes
+// with the parent topic's system-assigned managed identity (deadLetterWithResourceIdentity),
+// which gets Storage Blob Data Contributor on that container only.
 param location string = resourceGroup().location
 param tags object = {}
 
@@ -30,6 +35,12 @@ param publisherPrincipalId string = ''
 ])
 param publisherPrincipalType string = 'User'
 
+@description('Storage account that holds the dead-letter container.')
+param storageAccountName string
+
+@description('Blob container (created by core/storage/storage-account.bicep) for dead-lettered events.')
+param deadLetterContainerName string
+
 @description('Used to compute the partner authorization expiry. Leave the default.')
 param baseTime string = utcNow('u')
 
@@ -37,10 +48,25 @@ param baseTime string = utcNow('u')
 var graphPartnerName = 'MicrosoftGraphAPI'
 var graphPartnerRegistrationImmutableId = 'c02e0126-707c-436d-b6a1-175d2748fb58'
 var eventGridDataSenderRoleId = 'd5a91429-5739-47e2-a06b-3470a27159e7'
+var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var subscribeGraphTopic = enableGraphEvents && !empty(graphPartnerTopicName)
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: deadLetterContainerName
 }
 
 // ---- Custom topic ------------------------------------------------------------------------------
@@ -49,6 +75,10 @@ resource customTopic 'Microsoft.EventGrid/topics@2025-02-15' = if (enableCustomE
   name: customTopicName
   location: location
   tags: tags
+  // Used only to write dead-lettered events (delivery to the function needs no identity)
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     inputSchema: 'CloudEventSchemaV1_0'
     disableLocalAuth: true
@@ -79,6 +109,32 @@ resource customTopicSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@
       maxDeliveryAttempts: 30
       eventTimeToLiveInMinutes: 1440
     }
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: storage.id
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
+  }
+  dependsOn: [
+    customTopicDeadLetterWriter
+  ]
+}
+
+// The custom topic's identity writes dead-lettered events
+resource customTopicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (enableCustomEvents) {
+  name: guid(deadLetterContainer.id, customTopic.id, storageBlobDataContributorRoleId)
+  scope: deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: customTopic.identity.principalId
+    principalType: 'ServicePrincipal'
   }
 }
 
@@ -114,8 +170,12 @@ resource partnerConfiguration 'Microsoft.EventGrid/partnerConfigurations@2025-02
   }
 }
 
-// Step 2 (outside Bicep): the Microsoft Graph subscription creates the partner topic; activate it.
-// Step 3: subscribe the function to the partner topic.
+// Step 2 (outside Bicep): the Microsoft Graph subscription creates the partner topic; activate it
+// and enable its system-assigned identity. Microsoft Graph owns the topic, so it is PATCHed with
+// `az rest` (docs/deploy.md) rather than redeclared here: a PUT would have to restate the
+// partner-provided properties.
+// Step 3: subscribe the function to the partner topic. The deployment fails on
+// `identity.principalId` if step 2 did not enable the identity.
 resource graphPartnerTopic 'Microsoft.EventGrid/partnerTopics@2025-02-15' existing = if (subscribeGraphTopic) {
   name: graphPartnerTopicName
 }
@@ -143,9 +203,36 @@ resource graphTopicSubscription 'Microsoft.EventGrid/partnerTopics/eventSubscrip
       maxDeliveryAttempts: 30
       eventTimeToLiveInMinutes: 1440
     }
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: storage.id
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
+  }
+  dependsOn: [
+    graphTopicDeadLetterWriter
+  ]
+}
+
+// The partner topic's identity writes dead-lettered events
+resource graphTopicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (subscribeGraphTopic) {
+  name: guid(deadLetterContainer.id, graphPartnerTopic.id, storageBlobDataContributorRoleId)
+  scope: deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: graphPartnerTopic.identity.principalId
+    principalType: 'ServicePrincipal'
   }
 }
 
 output customTopicName string = enableCustomEvents ? customTopic.name : ''
 output customTopicEndpoint string = enableCustomEvents ? customTopic.properties.endpoint : ''
 output graphPartnerTopicName string = subscribeGraphTopic ? graphPartnerTopic.name : ''
+output deadLetterContainerName string = deadLetterContainer.name

@@ -68,12 +68,16 @@ ROLE_STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 ROLE_MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 ROLE_CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 ROLE_COMMUNICATION_AND_EMAIL_SERVICE_OWNER = "09976791-48a7-449e-bb21-39d1a415f350"
+ROLE_STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 ACS_ROLES = frozenset({ROLE_CONTRIBUTOR, ROLE_COMMUNICATION_AND_EMAIL_SERVICE_OWNER})
 
 STORAGE_ACCOUNTS = "Microsoft.Storage/storageAccounts"
 COMMUNICATION_SERVICES = "Microsoft.Communication/communicationServices"
 APP_INSIGHTS = "Microsoft.Insights/components"
 ROLE_ASSIGNMENTS = "Microsoft.Authorization/roleAssignments"
+BLOB_CONTAINERS = "Microsoft.Storage/storageAccounts/blobServices/containers"
+
+DEAD_LETTER_CONTAINER = "eventgrid-deadletter"
 
 GUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 INTERPOLATION_RE = re.compile(r"\$\{([^}]*)\}")
@@ -195,6 +199,45 @@ def value_of(path: Path, node: Any) -> set[Any]:
         else:
             values.add(value)
     return values
+
+
+def accessor(node: Any) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]`` (a bare identifier as ``["a"]``), else None."""
+    if isinstance(node, str):
+        return [node]
+    operator = node.get("operator") if isinstance(node, dict) else None
+    if not operator or operator.get("type") != "property_accessor":
+        return None
+    left = accessor(operator["operands"]["operand_1"])
+    right = accessor(operator["operands"]["operand_2"])
+    return left + right if left and right else None
+
+
+def referenced_resources(path: Path, node: Any, type_: str) -> set[tuple[Path, str]]:
+    """Resources of `type_` (file, symbol) that an expression in `path` names: a parameter is
+    followed through every module call, ``module.outputs.x`` into the module's output ``x``,
+    and ``symbol`` / ``symbol.prop`` is a resource of this file."""
+    doc = parse(path)
+    chain = accessor(node)
+    if not chain:
+        return set()
+    found: set[tuple[Path, str]] = set()
+    if len(chain) == 1 and chain[0] in doc.get("parameters", {}):
+        for caller, body in module_calls(path):
+            if chain[0] in body.get("params", {}):
+                found |= referenced_resources(caller, body["params"][chain[0]], type_)
+        return found
+    module = doc.get("modules", {}).get(chain[0])
+    if module and len(chain) == 3 and chain[1] == "outputs":
+        target = (path.parent / module["detail"]["path"]).resolve()
+        output = parse(target)["outputs"][chain[2]]["value"]
+        for leaf in set(leaves(output)):
+            found |= referenced_resources(target, leaf, type_)
+        return found
+    resource = doc.get("resources", {}).get(chain[0])
+    if resource and resource["type"].lower() == type_.lower():
+        found.add((path, chain[0]))
+    return found
 
 
 def get(node: dict[str, Any], dotted: str) -> Any:
@@ -358,8 +401,11 @@ def test_storage_account_rejects_shared_keys() -> None:
 
 
 def test_storage_declares_deployment_container_and_identity_table() -> None:
-    _, _, container = single("Microsoft.Storage/storageAccounts/blobServices/containers")
-    assert unwrap(container)[0]["properties"]["publicAccess"] == "None"
+    containers = [r for _, _, r in resources(BLOB_CONTAINERS) if not r["existing"]]
+    [deployment] = [c for c in containers if unwrap(c)[0]["name"] == "deploymentContainerName"]
+    body, condition = unwrap(deployment)
+    assert condition is None
+    assert body["properties"]["publicAccess"] == "None"
     single("Microsoft.Storage/storageAccounts/tableServices")
     path, _, table = single("Microsoft.Storage/storageAccounts/tableServices/tables")
     assert "AcsIdentities" in value_of(path, unwrap(table)[0]["name"])
@@ -639,6 +685,131 @@ def test_every_subscribed_event_type_has_an_event_action() -> None:
     for path, name, body, _ in _event_subscriptions():
         for event_type in body["properties"]["filter"]["includedEventTypes"]:
             assert event_type in actions, f"{rel(path)}:{name}: {event_type} has no EVENT_ACTION"
+
+
+def _container_names(path: Path, container: str) -> set[Any]:
+    """Possible names of a container symbol of `path`, following its name parameter to callers
+    even when the parameter has a default (value_of stops at the default)."""
+    name = unwrap(parse(path)["resources"][container])[0]["name"]
+    if isinstance(name, str) and name in parse(path).get("parameters", {}):
+        return param_values(path, name)
+    return value_of(path, name)
+
+
+def _created_container(path: Path, node: Any) -> tuple[Path, str]:
+    """The one (non-existing) blob container a container-name expression resolves to."""
+    found = {
+        (p, n)
+        for p, n in referenced_resources(path, node, BLOB_CONTAINERS)
+        if not parse(p)["resources"][n]["existing"]
+    }
+    assert len(found) == 1, f"{rel(path)}: {node!r} names no single created container: {found}"
+    return found.pop()
+
+
+def _parent_account(path: Path, container: str) -> str:
+    """Symbol of the storage account a container symbol of `path` belongs to."""
+    doc = parse(path)
+    blob_service = unwrap(doc["resources"][container])[0]["parent"]
+    assert doc["resources"][blob_service]["type"].endswith("/blobServices")
+    account = unwrap(doc["resources"][blob_service])[0]["parent"]
+    assert doc["resources"][account]["type"] == STORAGE_ACCOUNTS
+    return account
+
+
+def test_dead_letter_container_exists_with_the_event_features() -> None:
+    created = [
+        (path, name, res)
+        for path, name, res in resources(BLOB_CONTAINERS)
+        if not res["existing"] and DEAD_LETTER_CONTAINER in _container_names(path, name)
+    ]
+    assert len(created) == 1, created
+    path, name, res = created[0]
+    body, condition = unwrap(res)
+    assert body["properties"]["publicAccess"] == "None"
+    assert condition is not None, "the dead-letter container is only for the event features"
+    # in the app's (only) storage account
+    account_path, account, _ = single(STORAGE_ACCOUNTS)
+    assert (path, _parent_account(path, name)) == (account_path, account)
+    # main.bicep asks for it exactly when it deploys the eventing module
+    [(_, storage_call)] = module_calls(path)
+    passed = storage_call["params"][body["name"]]["operator"]
+    assert passed["type"] == "conditional"
+    assert DEAD_LETTER_CONTAINER in resolve(parse(MAIN), passed["operands"]["true_value"])
+    assert passed["operands"]["false_value"] == ""
+    [eventing] = [
+        m for m in parse(MAIN)["modules"].values() if m["detail"]["path"].endswith("eventing.bicep")
+    ]
+    assert passed["operands"]["condition"] == unwrap(eventing)[1]
+    flags = set(leaves(parse(MAIN)["variables"][unwrap(eventing)[1]]["value"]))
+    assert {"enableCustomEvents", "enableGraphEvents"} <= flags
+    deploy_doc = ROOT / "docs" / "deploy.md"
+    if deploy_doc.exists():
+        text = deploy_doc.read_text()
+        assert DEAD_LETTER_CONTAINER in text
+        assert ROLE_STORAGE_BLOB_DATA_CONTRIBUTOR in text
+
+
+@pytest.mark.parametrize(
+    "topic_type",
+    ["Microsoft.EventGrid/topics", "Microsoft.EventGrid/partnerTopics"],
+    ids=["custom-topic", "graph-partner-topic"],
+)
+def test_event_subscription_dead_letters_with_the_topic_identity(topic_type: str) -> None:
+    [(path, name, body, condition)] = [
+        s
+        for s in _event_subscriptions()
+        if s[2].get("parent") and parse(s[0])["resources"][s[2]["parent"]]["type"] == topic_type
+    ]
+    doc = parse(path)
+    props = body["properties"]
+    where = f"{rel(path)}:{name}"
+
+    assert props["retryPolicy"] == {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1440}
+    # secret-free: no plain deadLetterDestination (Event Grid's own, key/SAS-style access)
+    assert "deadLetterDestination" not in props, where
+    dead_letter = props["deadLetterWithResourceIdentity"]
+    assert dead_letter["identity"] == {"type": "SystemAssigned"}, where
+    destination = dead_letter["deadLetterDestination"]
+    assert destination["endpointType"] == "StorageBlob"
+
+    # ... into the dead-letter container of the app's storage account
+    container_path, container = _created_container(
+        path, destination["properties"]["blobContainerName"]
+    )
+    assert DEAD_LETTER_CONTAINER in _container_names(container_path, container)
+    account_ref = accessor(destination["properties"]["resourceId"])
+    assert account_ref and account_ref[1:] == ["id"], where
+    account_res = unwrap(doc["resources"][account_ref[0]])[0]
+    assert referenced_resources(path, account_res["name"], STORAGE_ACCOUNTS) == {
+        (container_path, _parent_account(container_path, container))
+    }
+
+    # the topic's system-assigned identity has Storage Blob Data Contributor on that container
+    topic = body["parent"]
+    topic_res = doc["resources"][topic]
+    if not topic_res["existing"]:
+        assert unwrap(topic_res)[0]["identity"] == {"type": "SystemAssigned"}
+    writers = [
+        a
+        for a in _role_assignments()
+        if a["path"] == path and accessor(a["principal"]) == [topic, "identity", "principalId"]
+    ]
+    assert len(writers) == 1, f"{where}: no single role assignment for {topic}'s identity"
+    [writer] = writers
+    assert writer["roles"] == {ROLE_STORAGE_BLOB_DATA_CONTRIBUTOR}
+    assert writer["principal_types"] == {"ServicePrincipal"}
+    assert writer["condition"] == condition, "the role exists exactly when the subscription does"
+    scope = unwrap(doc["resources"][writer["where"].rsplit(":", 1)[1]])[0]["scope"]
+    if writer["scope_type"] == BLOB_CONTAINERS:
+        scope_res = unwrap(doc["resources"][scope])[0]
+        assert scope_res["name"] == destination["properties"]["blobContainerName"]
+        assert _parent_account(path, scope) == account_ref[0]
+    else:
+        assert writer["scope_type"] == STORAGE_ACCOUNTS
+        assert scope == account_ref[0]
+    # granted before the subscription exists
+    assert writer["where"].rsplit(":", 1)[1] in body.get("dependsOn", []), where
 
 
 def test_event_features_are_off_by_default() -> None:
