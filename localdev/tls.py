@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .files import write_atomic
+
 __all__ = [
     "CA",
     "client_ssl_context",
@@ -86,22 +88,6 @@ def _dir_lock(directory: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, data: bytes, private: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(tmp, flags, 0o600 if private else 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -178,8 +164,8 @@ def ensure_ca(directory: str | os.PathLike[str], common_name: str = "localdev CA
             .sign(key, hashes.SHA256())
         )
         # Key first: a reader that finds ca.pem always finds its key.
-        _write_atomic(key_path, _key_pem(key), private=True)
-        _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(key_path, _key_pem(key), private=True)
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         return CA(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
 
 
@@ -275,8 +261,8 @@ def ensure_server_cert(
             )
             .sign(ca.key, hashes.SHA256())
         )
-        _write_atomic(key_path, _key_pem(key), private=True)
-        _write_atomic(
+        write_atomic(key_path, _key_pem(key), private=True)
+        write_atomic(
             cert_path,
             cert.public_bytes(serialization.Encoding.PEM) + ca.pem,
         )

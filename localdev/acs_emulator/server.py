@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from localdev import tls
+from localdev.files import write_json_atomic
 
 from .auth import ACS_AUDIENCES, TEAMS_AUDIENCE, AuthError, HmacAuth, JwksVerifier
 from .state import State
@@ -791,16 +792,6 @@ def _endpoint_host(host: str) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]"
     return host
-
-
-def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 async def serve(cfg: Config, ready: Callable[[dict[str, Any]], None] | None = None) -> None:

@@ -9,13 +9,13 @@ after carry the new one and are valid, whatever the clock says.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Any
+
+from localdev.files import write_json_atomic
 
 log = logging.getLogger("acs_emulator.state")
 
@@ -124,15 +124,5 @@ class State:
             return
         path = self.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w") as fh:
-                json.dump(self.snapshot(), fh, separators=(",", ":"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_json_atomic(path, self.snapshot(), compact=True)
         self._dirty = False

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import NameOID
 
+from localdev.files import write_atomic
+
 SIGNING_KEY_FILE = "acs-signing-key.pem"
 SIGNING_CERT_FILE = "acs-signing-cert.pem"
 ACCESS_KEY_FILE = "acs-access-key.txt"
@@ -83,16 +85,6 @@ class SigningMaterial:
     cert: x509.Certificate
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def load_or_create_signing(directory: Path) -> SigningMaterial:
     """The token signing key + self-signed cert (for x5t/x5c), created once per DIR."""
     key_path, cert_path = directory / SIGNING_KEY_FILE, directory / SIGNING_CERT_FILE
@@ -116,15 +108,16 @@ def load_or_create_signing(directory: Path) -> SigningMaterial:
         .not_valid_after(now + _dt.timedelta(days=3650))
         .sign(key, hashes.SHA256())
     )
-    _write_private(
+    write_atomic(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
+        private=True,
     )
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), private=True)
     return SigningMaterial(key=key, cert=cert)
 
 
@@ -145,7 +138,7 @@ def load_or_create_access_key(directory: Path, given: str | None) -> str:
     except (OSError, ValueError):
         pass
     value = base64.b64encode(os.urandom(32)).decode("ascii")
-    _write_private(path, value.encode("ascii") + b"\n")
+    write_atomic(path, value.encode("ascii") + b"\n", private=True)
     return value
 
 
@@ -158,7 +151,7 @@ def load_or_create_resource_id(directory: Path, given: str | None) -> str:
     except (OSError, ValueError):
         pass
     value = str(uuid.uuid4())
-    _write_private(path, value.encode("ascii") + b"\n")
+    write_atomic(path, value.encode("ascii") + b"\n", private=True)
     return value
 
 

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localdev.files import write_json_atomic
+
 __all__ = ["AuthLevel", "HostKeys", "authorize", "load_or_create_keys", "request_key"]
 
 
@@ -119,11 +121,7 @@ def load_or_create_keys(path: str | os.PathLike[str]) -> HostKeys:
         return HostKeys.from_json(json.loads(p.read_text(encoding="utf-8")))
     keys = HostKeys.generate()
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(keys.to_json(), fh, indent=2)
-    os.replace(tmp, p)
+    write_json_atomic(p, keys.to_json(), private=True)
     return keys
 
 

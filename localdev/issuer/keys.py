@@ -29,6 +29,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from localdev.files import write_atomic
+
 try:  # POSIX only; on other platforms creation races are simply not guarded.
     import fcntl
 except ImportError:  # pragma: no cover
@@ -97,25 +99,8 @@ def _generate(alg: str) -> PrivateKey:
     raise ValueError(f"unsupported alg {alg!r}; expected one of {SUPPORTED_ALGS}")
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename, so readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json_atomic(path: Path, obj: Any, mode: int = 0o644) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", private=mode == 0o600)
 
 
 @contextlib.contextmanager
@@ -232,7 +217,7 @@ class IssuerKeys:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        write_atomic(path / KEYS_DIR / f"{kid}.pem", pem, 0o600)
+        write_atomic(path / KEYS_DIR / f"{kid}.pem", pem, private=True)
         return SigningKey(kid=kid, alg=alg, private_key=private_key)
 
     def rotate(self, alg: str = "RS256") -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from localdev import tls
 from localdev.azurite import AzuriteProcess
+from localdev.files import write_json_atomic
 
 from .children import Child, PortInUseError, StackError, free_port, port_accepts, port_is_free
 
@@ -46,15 +47,6 @@ def _setting_names() -> set[str]:
 
 # Never send loopback calls through a proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _write_json_atomic(path: Path, obj: Mapping[str, Any], private: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -442,7 +434,7 @@ class Stack:
             "Values": self.settings,
             "Host": {"LocalHttpPort": self.api_port},
         }
-        _write_json_atomic(path, doc, private=True)
+        write_json_atomic(path, doc, private=True)
 
     def _write_func_settings(self) -> None:
         """Core Tools reads APP_DIR/local.settings.json. A hand-written one is left alone
@@ -509,4 +501,4 @@ class Stack:
         }
 
     def write_state(self) -> None:
-        _write_json_atomic(self.state_file, self.info(), private=True)
+        write_json_atomic(self.state_file, self.info(), private=True)
