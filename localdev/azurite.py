@@ -12,7 +12,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+
+from localdev.lifecycle import Managed
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
@@ -36,7 +37,7 @@ def azurite_binary(name: str = "azurite-table") -> str:
     raise RuntimeError(f"{name} not found: run 'make setup' (npm install) first")
 
 
-class AzuriteProcess:
+class AzuriteProcess(Managed):
     """Azurite on 127.0.0.1 with in-memory (or on-disk) persistence."""
 
     def __init__(
@@ -157,13 +158,3 @@ class AzuriteProcess:
         self.stop()
         self.start()
 
-    def __enter__(self) -> AzuriteProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -50,7 +50,7 @@ _SERVER_VALID_DAYS = 397
 _RENEW_BEFORE = _dt.timedelta(days=30)
 
 
-def _same_key(cert: x509.Certificate, key: object) -> bool:
+def same_key(cert: x509.Certificate, key: object) -> bool:
     """Whether ``key`` (a private key) belongs to ``cert``."""
     pub = getattr(key, "public_key", None)
     if pub is None:
@@ -106,7 +106,7 @@ def _load_ca(cert_path: Path, key_path: Path) -> CA | None:
         return None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         return None
-    if not _same_key(cert, key):
+    if not same_key(cert, key):
         return None
     if cert.not_valid_after_utc - _RENEW_BEFORE < _now():
         return None
@@ -185,7 +185,7 @@ def _server_cert_ok(cert_path: Path, key_path: Path, ca: CA, hosts: list[str]) -
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (OSError, ValueError):
         return False
-    if not _same_key(cert, key):
+    if not same_key(cert, key):
         return False
     if cert.issuer != ca.cert.subject:
         return False

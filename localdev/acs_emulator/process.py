@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from localdev.lifecycle import Managed
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Control calls are always local: never send them through an HTTP(S)_PROXY.
 _NO_PROXY_HANDLER = urllib.request.ProxyHandler({})
@@ -24,7 +26,7 @@ class EmulatorError(RuntimeError):
     """The emulator did not start, died, or a control call failed."""
 
 
-class EmulatorProcess:
+class EmulatorProcess(Managed):
     """``with EmulatorProcess(data_dir) as emu: ...`` starts ``python -m localdev.acs_emulator``.
 
     ``stop()`` then ``start()`` restarts it on the same port with the same data
@@ -188,11 +190,6 @@ class EmulatorProcess:
         """SIGKILL: no clean shutdown (for crash tests)."""
         self._kill()
 
-    def __enter__(self) -> EmulatorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ control plane
     def control(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import NameOID
 
+from localdev import tls
 from localdev.files import write_atomic
 
 SIGNING_KEY_FILE = "acs-signing-key.pem"
@@ -42,16 +43,6 @@ RESOURCE_ID_FILE = "acs-resource-id.txt"
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _CLEAN_TRANS = str.maketrans({">": "\\u003e", "?": "\\u003f", "~": "\\u007e"})
-
-
-def _same_key(cert: x509.Certificate, key: object) -> bool:
-    """Whether ``key`` (a private key) belongs to ``cert``."""
-    pub = getattr(key, "public_key", None)
-    if pub is None:
-        return False
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    return bool(cert.public_key().public_bytes(der, fmt) == pub().public_bytes(der, fmt))
 
 
 def b64url(data: bytes) -> bytes:
@@ -91,7 +82,7 @@ def load_or_create_signing(directory: Path) -> SigningMaterial:
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if isinstance(key, ec.EllipticCurvePrivateKey) and (_same_key(cert, key)):
+        if isinstance(key, ec.EllipticCurvePrivateKey) and tls.same_key(cert, key):
             return SigningMaterial(key=key, cert=cert)
     except (OSError, ValueError):
         pass

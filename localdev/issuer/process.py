@@ -12,8 +12,9 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from localdev.lifecycle import Managed
 
 from .keys import DEFAULT_AUDIENCE, KEYRING_FILE, IssuerKeys, read_issuer_info
 from .server import _ServerThread
@@ -101,7 +102,7 @@ class _IssuerHandle:
         return kid
 
 
-class IssuerProcess(_IssuerHandle):
+class IssuerProcess(_IssuerHandle, Managed):
     """``python -m localdev.issuer serve`` as a subprocess; a context manager.
 
     Waits until DIR/issuer.json names the child's pid (timeout 20 s; the child's stderr is in the
@@ -221,19 +222,9 @@ class IssuerProcess(_IssuerHandle):
         self._keys = None
         return kid
 
-    def __enter__(self) -> IssuerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
-class IssuerServer(_IssuerHandle):
+class IssuerServer(_IssuerHandle, Managed):
     """The same server in a background thread of this process (fast; for tests).
 
     Same attributes and helpers as IssuerProcess; ``pid`` is this process.
@@ -280,13 +271,3 @@ class IssuerServer(_IssuerHandle):
         assert self._thread.state is not None, "not started"
         return self._thread.state.keys
 
-    def __enter__(self) -> IssuerServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

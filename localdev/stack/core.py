@@ -19,12 +19,12 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from localdev import tls
 from localdev.azurite import AzuriteProcess
 from localdev.files import write_json_atomic
+from localdev.lifecycle import Managed
 
 from .children import Child, PortInUseError, StackError, free_port, port_accepts, port_is_free
 
@@ -83,7 +83,7 @@ def func_executable() -> str | None:
     return shutil.which("func")
 
 
-class Stack:
+class Stack(Managed):
     """Start every component; ``stop()`` (or leaving the ``with``) stops them in order.
 
     Ports given as 0 are picked free (tests). ``use_func``: None = ``func start`` when it is
@@ -174,16 +174,6 @@ class Stack:
         return {name: c.pid for name, c in self.children.items() if c.proc is not None}
 
     # -------------------------------------------------------------------- lifecycle
-    def __enter__(self) -> Stack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def check_ports(self) -> None:
         """Fail before starting anything if a fixed port is taken."""
