@@ -149,7 +149,10 @@ async def test_aio_sdk_with_token_credential(
         jemu.endpoint, cred, connection_verify=jemu.ca_file
     ) as c:
         user = await c.create_user()
+        assert user.properties["id"].startswith("8:acs:")
+        assert user.properties["id"] in jemu.identities()
         await c.delete_user(user)
+    assert user.properties["id"] not in jemu.identities()
 
 
 @pytest.mark.parametrize(
