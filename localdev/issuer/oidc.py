@@ -377,7 +377,10 @@ class OidcProvider:
             items = [(k, v) for k, v in form.items() if isinstance(v, str)]
         else:
             items = list(request.query.items())
-        oauth = _Request(request, items)
+        try:
+            oauth = _Request(request, items)
+        except OAuth2Error as error:  # a Host that is not loopback: authlib wants https then
+            return _error_page(error)
         try:
             grant = self.server.get_consent_grant(oauth)
         except OAuth2Error as error:
@@ -407,9 +410,12 @@ class OidcProvider:
 
     async def token(self, request: web.Request, form: Mapping[str, Any]) -> web.StreamResponse:
         items = [(k, v) for k, v in form.items() if isinstance(v, str)]
-        response: web.StreamResponse = self.server.create_token_response(
-            _Request(request, items)
-        )
+        try:
+            oauth = _Request(request, items)
+        except OAuth2Error as error:  # a Host that is not loopback: authlib wants https then
+            status, body, headers = error()
+            return self.server.handle_response(status, body, headers)
+        response: web.StreamResponse = self.server.create_token_response(oauth)
         return response
 
     def _form(

@@ -393,6 +393,33 @@ def test_bad_request_from_a_trusted_client_is_redirected_with_the_error(
     assert "code" not in query
 
 
+def test_a_non_loopback_host_header_is_refused_not_a_500(
+    spa_issuer: IssuerProcess, http: requests.Session
+) -> None:
+    # authlib accepts plain http only for loopback (RFC 8252 §7.3); a rebinding-style Host
+    # header gets OAuth's insecure_transport, never a server error.
+    verifier, challenge = _pkce()
+    page = http.get(
+        spa_issuer.authorization_endpoint,
+        params=_authorize_params(challenge, login_hint="eve"),
+        headers={"Host": "evil.example"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert page.status_code == 400
+    assert "Location" not in page.headers
+    assert "insecure_transport" in page.text
+    code, verifier, _ = _code(http, spa_issuer)
+    resp = http.post(
+        spa_issuer.token_endpoint,
+        data={"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+              "client_id": CLIENT, "redirect_uri": REDIRECT},
+        headers={"Host": "evil.example"},
+        timeout=10,
+    )  # fmt: skip
+    _oauth_error(resp, "insecure_transport")
+
+
 # ------------------------------------------------------------------------------------ CORS
 
 
