@@ -35,6 +35,8 @@ LEEWAY_SECONDS = 60
 JWKS_MIN_REFRESH_SECONDS = 30.0
 JWKS_MAX_AGE_SECONDS = 3600.0
 VERIFIED_CACHE_SIZE = 10000
+#: A verified token is re-checked at least this often, whatever its ``exp`` says.
+VERIFIED_MAX_SECONDS = 3600
 
 _CLAIM_ALIASES = {
     "oid": ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier"),
@@ -106,14 +108,16 @@ class JwtAuthenticator:
         if hit is not None and hit[1] > time.time():
             return hit[0]
         claims = await self._verify(token)
+        expires = _expiry(claims["exp"])
         caller = _caller(claims, self._settings)
-        self._remember(token, caller, float(claims["exp"]))
+        self._remember(token, caller, min(expires, time.time() + VERIFIED_MAX_SECONDS))
         return caller
 
     async def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError, ValueError, TypeError):
+            # RecursionError: a header of thousands of nested arrays (json.loads recurses).
             raise Unauthenticated("the bearer token is malformed") from None
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS:
@@ -136,7 +140,9 @@ class JwtAuthenticator:
             raise Unauthenticated("the token is for another audience") from None
         except jwt.InvalidIssuerError:
             raise Unauthenticated("the token is from another issuer") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError, OverflowError, ValueError, TypeError):
+            # Signed by the issuer but hostile anyway (deeply nested claims, numbers
+            # beyond float range): still just an unusable credential, never a 500.
             raise Unauthenticated("the token is invalid") from None
         return claims
 
@@ -167,9 +173,20 @@ class EasyAuthAuthenticator:
                     claims.setdefault("roles", []).append(val)
                 else:
                     claims.setdefault(typ, val)
-        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError,
+                RecursionError):
+            # RecursionError: json.loads on thousands of nested arrays.
             raise Unauthenticated("the principal header is malformed") from None
         return _caller(claims, self._settings)
+
+
+def _expiry(exp: Any) -> float:
+    """``exp`` as a time. PyJWT checked it as ``int(exp)``, which holds any integer
+    (``10**400`` passes); a time beyond float range is no usable expiry, so a 401."""
+    try:
+        return float(int(exp))
+    except (TypeError, ValueError, OverflowError):
+        raise Unauthenticated("the token's expiry is not a usable time") from None
 
 
 def _bearer(headers: Mapping[str, str]) -> str:
