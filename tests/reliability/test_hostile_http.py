@@ -6,6 +6,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.keys import path_form
 from tests.reliability.support import ADMIN, bearer, send
@@ -180,3 +182,18 @@ def test_raw_non_utf8_authorization_bytes_are_a_401(http_app):
     # http.client encodes header values as Latin-1: these are the raw bytes e5 97 cd.
     result = send(http_app, "GET", "/api/me", headers={"Authorization": "Bearer \xe5\x97\xcd"})
     assert_json_error(result, 401)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(raw=st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+       scheme=st.sampled_from(["Bearer ", "bearer ", "", "Basic "]))
+def test_any_authorization_bytes_over_http_are_never_a_5xx(http_app, raw, scheme):
+    """Any bytes in the header (http.client sends them as Latin-1): the host's parser may
+    refuse them (400, nothing echoed), else the app answers 401; never a 5xx."""
+    value = scheme + raw.decode("latin-1")
+    status, body, _ = send(http_app, "GET", "/api/me", headers={"Authorization": value})
+    assert status in (400, 401), (status, body)
+    if status == 401:
+        assert body["error"]["code"] == "unauthenticated", body
+    else:
+        assert body == b"", body  # localdev.host's parser refusal, like Kestrel: no echo
