@@ -64,7 +64,9 @@ class InProcessApp:
         headers = {"content-type": "application/json"}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
-        route = {"userId": user_id.replace("/", "%2F")} if user_id is not None else {}
+        from shared.keys import path_form  # the one route value of an id
+
+        route = {"userId": path_form(user_id)} if user_id is not None else {}
         data = b"" if body is None else json.dumps(body).encode()
         req = func.HttpRequest(method, f"http://localhost/api/{path}", headers=headers,
                                params={}, route_params=route, body=data)

@@ -30,6 +30,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "AUTH_JWKS_URI",
     "AUTH_USER_CLAIM",
     "AUTH_ADMIN_ROLE",
+    "AUTH_ROLES_CLAIM",
+    "AUTH_REQUIRED_SCOPES",
     "ALLOWED_SCOPES",
     "DEFAULT_SCOPES",
     "TOKEN_LIFETIME_MINUTES",
@@ -67,6 +69,8 @@ class Settings:
     auth_jwks_uri: str | None = None
     auth_user_claims: tuple[str, ...] = ("oid", "sub")
     auth_admin_role: str = "TokenService.Admin"
+    auth_roles_claim: str = "roles"
+    auth_required_scopes: tuple[str, ...] = ()
     allowed_scopes: frozenset[Scope] = frozenset({Scope.CHAT, Scope.VOIP})
     default_scopes: tuple[Scope, ...] = (Scope.CHAT, Scope.VOIP)
     token_lifetime_minutes: int = 1440
@@ -150,11 +154,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         azure_client_id=get("AZURE_CLIENT_ID"),
         table_name=table_name,
         auth_mode=mode,
-        auth_issuer=issuer.rstrip("/") if issuer else None,
+        # Exactly as configured: Entra ID v1 (https://sts.windows.net/<tenant>/) and Auth0
+        # (https://<domain>/) issuers end with '/', and `iss` is compared as a string.
+        auth_issuer=issuer,
         auth_audience=audience,
         auth_jwks_uri=jwks,
         auth_user_claims=claims,
         auth_admin_role=get("AUTH_ADMIN_ROLE") or "TokenService.Admin",
+        auth_roles_claim=get("AUTH_ROLES_CLAIM") or "roles",
+        auth_required_scopes=tuple(dict.fromkeys(
+            (get("AUTH_REQUIRED_SCOPES") or "").replace(",", " ").split())),
         allowed_scopes=allowed,
         default_scopes=default,
         token_lifetime_minutes=_int(env, "TOKEN_LIFETIME_MINUTES", 1440, 60, 1440),

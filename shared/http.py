@@ -7,7 +7,6 @@ and the service are reached only through ``shared.runtime`` when a request arriv
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,14 +26,13 @@ from .errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from .keys import validate_user_id
+from .keys import user_id_from_path
 from .models import Caller, IssuedToken, Scope, TeamsTokenRequest, TokenRequest, UserRecord
 
 if TYPE_CHECKING:
     from .service import TokenService
 
 MAX_BODY_BYTES = 16 * 1024
-B64_PREFIX = "b64."
 _JSON_HEADERS = {
     "Content-Type": "application/json; charset=utf-8",
     "X-Content-Type-Options": "nosniff",
@@ -77,20 +75,10 @@ class Call:
         return parse_json_object(self.request, allowed)
 
     def user_id_param(self) -> str:
-        """The ``{userId}`` route value, exactly as the host decoded it, or ``b64.<id>``.
-
-        The Functions host decodes ``%25`` but leaves ``%2F`` encoded, so ``a%2Fb`` and
-        ``a/b`` would arrive alike: the value is therefore never decoded further, and an
-        id that cannot travel in a path segment (one with ``/``) is addressed as
-        ``b64.`` + its unpadded base64url (UTF-8)."""
-        raw = self.request.route_params.get("userId", "")
-        if raw.startswith(B64_PREFIX):
-            encoded = raw[len(B64_PREFIX):]
-            try:
-                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise BadRequest("userId is not valid b64.<base64url>", field="userId") from None
-        return validate_user_id(raw)
+        """The ``{userId}`` route value, which must be the id's one canonical path form
+        (:func:`shared.keys.path_form`); the value is taken exactly as the host decoded
+        it and never decoded again."""
+        return user_id_from_path(self.request.route_params.get("userId", ""))
 
 
 Handler = Callable[[Call], Awaitable[Reply]]

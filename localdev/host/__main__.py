@@ -25,7 +25,7 @@ from .loader import (
 )
 from .ncrontab import ScheduleError
 from .routes import RouteTemplateError
-from .server import create_host_app, get_runtime
+from .server import HostAppRunner, create_host_app, get_runtime
 
 READY_PREFIX = "localdev.host ready: "
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(name)s [%(invocation_id)s] %(message)s"
@@ -101,7 +101,7 @@ def configure_logging(level: str) -> None:
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = HostAppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

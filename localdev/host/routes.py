@@ -9,9 +9,11 @@ Constraints: int, long, bool, guid, alpha, decimal, double, float, datetime,
 min(n), max(n), range(a,b), length(n) / length(a,b), minlength(n),
 maxlength(n), regex(expr), required.
 
-Route values are percent-decoded (a decoded ``%2F`` stays inside its
-segment, as in ASP.NET Core).  Candidate routes are ordered like ASP.NET
-Core's inbound precedence: literal segments first, then complex, then
+Route values are percent-decoded like Kestrel decodes the request path: every
+escape except ``%2F``/``%2f``, which stays as written (so ``a%2Fb`` gives the
+value ``a%2Fb``, and ``a%252Fb`` gives it too; dotnet/aspnetcore#2655, #17864,
+aspnet/KestrelHttpServer#124).  Candidate routes are ordered like ASP.NET Core's inbound
+precedence: literal segments first, then complex, then
 constrained parameters, then plain parameters, catch-alls last.
 """
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from urllib.parse import unquote
 
-__all__ = ["RouteTemplate", "RouteTemplateError", "split_path"]
+__all__ = ["RouteTemplate", "RouteTemplateError", "decode_segment", "split_path"]
 
 
 class RouteTemplateError(ValueError):
@@ -227,6 +229,17 @@ def _parse_param(body: str) -> _Param:
     )
 
 
+_ENCODED_SLASH = re.compile("(%2[fF])")
+
+
+def decode_segment(raw: str) -> str:
+    """Percent-decode one raw path segment as Kestrel does: ``%2F`` (either case) is kept
+    as written, since decoding it would change which segments the path has; every other
+    escape is decoded (UTF-8)."""
+    parts = _ENCODED_SLASH.split(raw)
+    return "".join(part if i % 2 else unquote(part) for i, part in enumerate(parts))
+
+
 def split_path(raw_path: str) -> list[str]:
     """Split a raw (percent-encoded) path into raw segments, without empties at ends."""
     path = raw_path.strip("/")
@@ -288,7 +301,7 @@ class RouteTemplate:
         for i, seg in enumerate(segs):
             p = seg.single_param
             if p is not None and p.catch_all:
-                rest = "/".join(unquote(s) for s in raw_segments[i:])
+                rest = "/".join(decode_segment(s) for s in raw_segments[i:])
                 if rest == "" and p.default is not None:
                     rest = p.default
                 if rest != "" and not p.accepts(rest):
@@ -307,16 +320,16 @@ class RouteTemplate:
                 return values
             raw = raw_segments[i]
             if seg.is_literal:
-                if unquote(raw).lower() != "".join(seg.parts).lower():  # type: ignore[arg-type]
+                if decode_segment(raw).lower() != "".join(seg.parts).lower():  # type: ignore[arg-type]
                     return None
                 continue
             if p is not None:
-                value = unquote(raw)
+                value = decode_segment(raw)
                 if value == "" or not p.accepts(value):
                     return None
                 values[p.name] = value
                 continue
-            got = self._match_complex(seg, unquote(raw))
+            got = self._match_complex(seg, decode_segment(raw))
             if got is None:
                 return None
             values.update(got)
