@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             settings_path = app_dir / "local.settings.json"
         port = args.port
         if settings_path is not None:
-            data = load_local_settings(settings_path)
+            data = load_local_settings(settings_path, skipped=log.warning)
             log.info("Loaded settings from %s", settings_path)
             local_port = (data.get("Host") or {}).get("LocalHttpPort")
             if port is None and local_port:
