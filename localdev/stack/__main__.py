@@ -218,8 +218,7 @@ def _detach(argv: list[str], data_dir: Path, timeout: float = 180.0) -> int:
         # devToken is written after the banner is flushed: the log then holds all of it.
         if info is not None and info.get("pid") == proc.pid and "devToken" in info:
             print(log_path.read_text(encoding="utf-8", errors="replace"))
-            print(f"detached (pid {proc.pid}); stop with: python -m localdev.stack --stop "
-                  f"--data-dir {_show(data_dir)}")
+            print(f"detached (pid {proc.pid})")
             return 0
         if proc.poll() is not None:
             sys.stderr.write(log_path.read_text(encoding="utf-8", errors="replace"))
