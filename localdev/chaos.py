@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import collections
 import functools
-import inspect
 import json
 import logging
 import os
@@ -28,15 +27,12 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ADMIN_ROLE = "TokenService.Admin"
-HTTP_FUNCTIONS = ("issue_token", "get_me", "revoke_me", "delete_me", "get_user", "revoke_user",
-                  "delete_user", "restore_user", "health")
 #: Words that must never reach a caller in an error body.
 _INTERNALS = ("traceback", "exception", "azure.", "accesskey", "accountkey", "sharedkey",
               "devstoreaccount", "hmac-sha256", "file \"")
@@ -45,60 +41,26 @@ Mint = Callable[[str, bool], str]
 
 
 class InProcessApp:
-    """function_app's functions, called like the Functions worker calls them."""
+    """function_app's functions, invoked through the local host's invocation layer (the
+    worker's request, context and thread pool), as tests/calls.py and the benchmark do."""
 
     def __init__(self) -> None:
-        import function_app
+        from localdev.host.invocation import in_process
 
-        self._module = function_app
-        self._functions: dict[str, Callable[..., Awaitable[Any]]] = {}
-        for name in (*HTTP_FUNCTIONS, "purge_deleted_users"):
-            builder = getattr(function_app, name)
-            self._functions[name] = builder._function.get_user_function()
+        self._app = in_process()
 
     async def call(self, name: str, method: str, path: str, *, token: str | None = None,
                    body: Any = None, user_id: str | None = None,
                    ) -> tuple[int, Any, dict[str, str]]:
-        import azure.functions as func
-
-        headers = {"content-type": "application/json"}
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
+        from localdev.host.invocation import http_request
         from shared.keys import path_form  # the one route value of an id
 
         route = {"userId": path_form(user_id)} if user_id is not None else {}
-        data = b"" if body is None else json.dumps(body).encode()
-        req = func.HttpRequest(method, f"http://localhost/api/{path}", headers=headers,
-                               params={}, route_params=route, body=data)
-        response = await invoke(self._functions[name], req)
-        raw = response.get_body()
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = raw.decode("utf-8", "replace")
-        return response.status_code, payload, dict(response.headers)
+        req = http_request(method, path, token=token, body=body, route_params=route)
+        return await self._app.call(name, req)
 
     async def purge(self) -> None:
-        await invoke(self._functions["purge_deleted_users"], None)
-
-
-class _Context:
-    """The parts of ``func.Context`` the app reads."""
-
-    def __init__(self, name: str) -> None:
-        self.invocation_id = str(uuid.uuid4())
-        self.function_name = name
-        self.function_directory = str(Path(__file__).resolve().parents[1])
-        self.trace_context = None
-        self.retry_context = None
-        self.thread_local_storage = None
-
-
-async def invoke(function: Callable[..., Awaitable[Any]], trigger: Any) -> Any:
-    """Call a user function with its trigger argument, plus ``context`` if it takes one."""
-    if "context" in inspect.signature(function).parameters:
-        return await function(trigger, context=_Context(function.__name__))
-    return await function(trigger)
+        await self._app.run_timer("purge_deleted_users")
 
 
 @dataclass

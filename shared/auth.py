@@ -224,9 +224,9 @@ def _caller(claims: Mapping[str, Any], settings: Settings) -> Caller:
     if not isinstance(user_id, str):
         raise Unauthenticated("the token does not name a user")
     try:
-        validate_user_id(user_id)
-    except BadRequest:
-        raise Unauthenticated("the token's user claim is not usable") from None
+        validate_user_id(user_id, field="it")
+    except BadRequest as exc:  # the reason, never the claim's value
+        raise Unauthenticated(f"the token's user claim is not usable: {exc.message}") from None
     if settings.auth_required_scopes:
         granted = set(claim_strings(claims, "scp", split=True))
         granted.update(claim_strings(claims, "scope", split=True))

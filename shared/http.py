@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -211,8 +211,20 @@ def parse_json_object(req: func.HttpRequest, allowed: frozenset[str]) -> dict[st
         raise BadRequest("the body must be a JSON object")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise BadRequest(f"unknown field '{_echo(unknown[0])}'", field=_echo(unknown[0]))
+        raise BadRequest(f"unknown field '{_echo(unknown[0])}'; {_closest(unknown[0], allowed)}",
+                         field=_echo(unknown[0]))
     return value
+
+
+def _closest(name: str, known: Iterable[str]) -> str:
+    """'did you mean ...' for a near miss (``expiresIn``), else the known names. difflib is
+    imported here: only a refused request pays for it, not the cold start."""
+    import difflib
+
+    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    if match:
+        return f"did you mean '{match[0]}'?"
+    return "known fields: " + ", ".join(sorted(known))
 
 
 _TOKEN_FIELDS = frozenset({"scopes", "expiresInMinutes"})
@@ -232,7 +244,9 @@ def token_request(call: Call) -> TokenRequest:
             parsed = tuple(dict.fromkeys(Scope(s) for s in scopes))
         except ValueError:
             bad = next(s for s in scopes if s not in Scope._value2member_map_)
-            raise BadRequest(f"unknown scope '{_echo(bad)}'", field="scopes") from None
+            valid = ", ".join(sorted(Scope._value2member_map_))
+            raise BadRequest(f"unknown scope '{_echo(bad)}'; valid scopes: {valid}",
+                             field="scopes") from None
     minutes = body.get("expiresInMinutes")
     if minutes is not None and (
             isinstance(minutes, bool) or not isinstance(minutes, int) or not 60 <= minutes <= 1440):

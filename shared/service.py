@@ -103,7 +103,9 @@ class TokenService:
             return self._settings.default_scopes
         for scope in requested:
             if scope not in self._settings.allowed_scopes:
-                raise Forbidden(f"scope '{scope.value}' is not allowed for this service")
+                allowed = ", ".join(sorted(s.value for s in self._settings.allowed_scopes))
+                raise Forbidden(f"scope '{scope.value}' is not allowed for this service; "
+                                f"allowed scopes: {allowed}")
         return tuple(dict.fromkeys(requested))
 
     async def _token_for(self, record: UserRecord, scopes: tuple[Scope, ...],

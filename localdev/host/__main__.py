@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         port = args.port
         host_section: dict[str, Any] = {}
         if settings_path is not None:
-            data = load_local_settings(settings_path)
+            data = load_local_settings(settings_path, skipped=log.warning)
             log.info("Loaded settings from %s", settings_path)
             host_section = data.get("Host") or {}
             if not isinstance(host_section, dict):

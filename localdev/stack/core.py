@@ -37,12 +37,35 @@ AZURITE_DEFAULT_PORTS = (10000, 10001, 10002)
 STATE_FILE = "stack.json"
 STARTUP_TIMEOUT = 60.0
 
+#: Settings that wire the app to the stack's own components (or that its dev tokens rely
+#: on): the stack always sets these; an inherited value would point the app elsewhere.
+WIRED_SETTINGS = frozenset({
+    "AzureWebJobsStorage", "COMMUNICATION_SERVICES_CONNECTION_STRING",
+    "COMMUNICATION_SERVICES_ENDPOINT", "IDENTITY_TABLE_CONNECTION",
+    "IDENTITY_TABLE_SERVICE_URI", "AZURE_CLIENT_ID", "AUTH_MODE", "AUTH_ISSUER",
+    "AUTH_AUDIENCE", "AUTH_JWKS_URI", "AUTH_ADMIN_ROLE", "WEBSITE_AUTH_ENABLED",
+})  # fmt: skip
+
+
 def _setting_names() -> set[str]:
-    """Settings the app reads that the stack decides; inherited values would be confusing.
-    ``shared.config`` imports no SDK, so asking the app itself costs nothing."""
+    """Settings the app reads. ``shared.config`` imports no SDK, so asking the app itself
+    costs nothing."""
     from shared.config import SETTING_NAMES
 
     return set(SETTING_NAMES)
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The app settings a non-empty environment variable decides, as Core Tools does: it
+    skips a local.settings.json value "as it's already defined in current environment
+    variables" when the variable is set and not empty (StartHostAction.UpdateEnvironmentVariables
+    in Azure/azure-functions-core-tools, src/Azure.Functions.Cli/Actions/HostActions/
+    StartHostAction.cs). Wired settings are not taken: see WIRED_SETTINGS."""
+    return {
+        name: environ[name]
+        for name in sorted(_setting_names() - WIRED_SETTINGS)
+        if environ.get(name)
+    }
 
 
 # Never send loopback calls through a proxy from the environment.
@@ -55,6 +78,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -86,6 +116,9 @@ def func_executable() -> str | None:
 class Stack(Managed):
     """Start every component; ``stop()`` (or leaving the ``with``) stops them in order.
 
+    App settings, as with Core Tools: explicit options (``grace_minutes``,
+    ``purge_schedule``, ``extra_settings``) win, then the environment (non-empty
+    variables; ``env_settings`` lists them), then the stack's defaults.
     Ports given as 0 are picked free (tests). ``use_func``: None = ``func start`` when it is
     on PATH, False = always ``localdev.host``, True = require ``func``.
     """
@@ -98,8 +131,8 @@ class Stack(Managed):
         issuer_port: int = 0,
         acs_port: int = 0,
         azurite_ports: Sequence[int] = (0, 0, 0),
-        grace_minutes: int = 1440,
-        purge_schedule: str = DEFAULT_PURGE_SCHEDULE,
+        grace_minutes: int | None = None,
+        purge_schedule: str | None = None,
         use_func: bool | None = False,
         app_dir: str | os.PathLike[str] = REPO_ROOT,
         extra_settings: Mapping[str, str] | None = None,
@@ -134,6 +167,8 @@ class Stack(Managed):
         self.base_url = ""
         self.host = ""
         self.settings: dict[str, str] = {}
+        #: The app settings taken from the environment (the banner lists them).
+        self.env_settings: dict[str, str] = {}
         self.children: dict[str, Child] = {}
         #: Merged into stack.json (the CLI adds its dev tokens here).
         self.extra_info: dict[str, Any] = {}
@@ -298,9 +333,8 @@ class Stack(Managed):
         self.api_base = self.base_url + "/api"
         self.settings = self.app_settings()
         env = dict(base_env)
-        for name in _setting_names():
-            env.pop(name, None)
-        env.update(self.settings)
+        for name in _setting_names() - self.env_settings.keys():
+            env.pop(name, None)  # an option or a default decides it: the file says which
         func = func_executable() if self.use_func is not False else None
         if self.use_func is True and func is None:
             raise StackError("func (Azure Functions Core Tools) is not on PATH")
@@ -308,6 +342,7 @@ class Stack(Managed):
         if func is not None:
             self.host = "func"
             self._write_func_settings()
+            env.update(self.settings)  # a hand-written local.settings.json may be kept
             venv_bin = str(Path(sys.executable).parent)
             env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
             env["languageWorkers__python__defaultExecutablePath"] = sys.executable
@@ -397,8 +432,9 @@ class Stack(Managed):
             bundle.write_text(text, encoding="utf-8")
         return bundle
 
-    def app_settings(self) -> dict[str, str]:
-        """The function app's settings (what local.settings.json "Values" holds)."""
+    def app_settings(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The function app's settings (what local.settings.json "Values" holds): the
+        stack's defaults, then the environment's, then the explicit options."""
         settings = {
             "FUNCTIONS_WORKER_RUNTIME": "python",
             "AzureWebJobsStorage": self.storage_connection_string,
@@ -410,12 +446,20 @@ class Stack(Managed):
             "AUTH_ISSUER": self.issuer,
             "AUTH_AUDIENCE": self.audience,
             "AUTH_ADMIN_ROLE": ADMIN_ROLE,
-            "DELETION_GRACE_MINUTES": str(self.grace_minutes),
-            "PURGE_SCHEDULE": self.purge_schedule,
+            "DELETION_GRACE_MINUTES": "1440",
+            "PURGE_SCHEDULE": DEFAULT_PURGE_SCHEDULE,
             "SSL_CERT_FILE": self.ca_bundle,
             "REQUESTS_CA_BUNDLE": self.ca_bundle,
         }
-        settings.update(self.extra_settings)
+        explicit = dict(self.extra_settings)
+        if self.grace_minutes is not None:
+            explicit["DELETION_GRACE_MINUTES"] = str(self.grace_minutes)
+        if self.purge_schedule is not None:
+            explicit["PURGE_SCHEDULE"] = self.purge_schedule
+        from_env = settings_from_environment(os.environ if environ is None else environ)
+        self.env_settings = {k: v for k, v in from_env.items() if k not in explicit}
+        settings.update(self.env_settings)
+        settings.update(explicit)
         return settings
 
     def _write_settings_file(self, path: Path) -> None:
@@ -486,7 +530,8 @@ class Stack(Managed):
                 "azuriteTable": table,
             },
             "pids": self.pids,
-            "graceMinutes": self.grace_minutes,
+            "graceMinutes": _int_or_none(self.settings.get("DELETION_GRACE_MINUTES")),
+            "settingsFromEnvironment": sorted(self.env_settings),
             **self.extra_info,
         }
 

@@ -30,18 +30,16 @@ async def test_bindings_indexed_as_the_host_sees_them():
     from tests.calls import INDEXED as functions
 
     routes = {}
-    for name, fn in functions.items():
-        trigger = fn.get_trigger()
-        if trigger.type == "httpTrigger":
-            routes[name] = (trigger.route, [str(m.value if hasattr(m, "value") else m)
-                                            for m in trigger.methods],
-                            str(getattr(trigger.auth_level, "value", trigger.auth_level)).lower())
+    for name, fn in functions.items():  # the raw bindings the worker sends to the host
+        if fn.trigger_type == "httpTrigger":
+            routes[name] = (fn.trigger["route"], fn.trigger["methods"],
+                            fn.trigger["authLevel"].lower())
     assert routes["issue_token"] == ("token", ["POST"], "anonymous")
     assert routes["delete_user"] == ("users/{userId}", ["DELETE"], "anonymous")
     assert routes["restore_user"] == ("users/{userId}/restore", ["POST"], "anonymous")
-    timer = functions["purge_deleted_users"].get_trigger()
-    assert timer.type == "timerTrigger" and timer.schedule == "%PURGE_SCHEDULE%"
-    assert functions["on_user_event"].get_trigger().type == "eventGridTrigger"
+    timer = functions["purge_deleted_users"].trigger
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%PURGE_SCHEDULE%"
+    assert functions["on_user_event"].trigger_type == "eventGridTrigger"
     assert set(functions) >= {"issue_token", "get_me", "revoke_me", "delete_me", "revoke_user",
                               "delete_user", "restore_user", "health", "openapi",
                               "exchange_teams_token", "purge_deleted_users", "on_user_event"}

@@ -11,7 +11,7 @@ import pytest
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
-from tests.calls import FUNCTIONS, Context, call, request
+from tests.calls import call, request, run, run_timer
 
 pytestmark = pytest.mark.usefixtures("app_env")
 ADMIN = "TokenService.Admin"
@@ -38,11 +38,11 @@ def cloud_event(event_type: str, data: dict, subject: str | None = None) -> dict
 
 
 async def deliver(payload: dict) -> None:
-    await FUNCTIONS["on_user_event"](decode(payload), Context("on_user_event"))
+    await run("on_user_event", decode(payload))
 
 
 async def purge() -> None:
-    await FUNCTIONS["purge_deleted_users"](None, Context("purge_deleted_users"))
+    await run_timer("purge_deleted_users")
 
 
 async def token(issuer, sub: str) -> dict:

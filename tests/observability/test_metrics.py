@@ -18,7 +18,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from tests.calls import INDEXED, request
+from tests.calls import FUNCTIONS, request
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -42,7 +42,7 @@ class Timer:
 
 
 def fn(name: str) -> Any:
-    return INDEXED[name].get_user_function()
+    return FUNCTIONS[name]
 
 
 async def http(name: str, req: func.HttpRequest, invocation_id: str = "inv-test"
