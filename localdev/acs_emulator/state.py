@@ -44,7 +44,8 @@ class Identity:
         return max([self.cutoff, *(c for c, _ in self.pending)])
 
     def settle(self, now: float) -> None:
-        if self.pending and self.pending[0][1] <= now:
+        """Apply the pending revokes whose time has come (delays may differ: any order)."""
+        if self.pending and any(at <= now for _, at in self.pending):
             due = [c for c, at in self.pending if at <= now]
             self.pending = [(c, at) for c, at in self.pending if at > now]
             self.cutoff = max(self.cutoff, *due)
