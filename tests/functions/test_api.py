@@ -255,18 +255,25 @@ async def test_acs_throttling_and_outage_reach_callers_as_429_and_503(issuer, ac
 
 
 async def test_teams_exchange_endpoint(issuer, acs):
-    entra = issuer.mint_teams(oid="teams-user", appid="app-9")
-    me = issuer.mint("teams-user")
+    # GUID ids, as Entra issues them: the real service answers 400 "Provided AppId has invalid
+    # format." otherwise (Azure/azure-sdk-for-python .../recordings/test_communication_identity_
+    # client.pyTestClienttest_get_token_for_teams_user_with_invalid_client_id[invalid_client_id-
+    # invalid].json), and a wrong app is a 400 too (..._with_wrong_client_id.json).
+    oid, app = "3c1a9e2b-7d4f-4b6a-8e0c-2f5d9a1b7c3e", "8e2f4a6c-1b3d-4c5e-9f7a-0b2d4e6f8a1c"
+    entra = issuer.mint_teams(oid=oid, appid=app)
+    me = issuer.mint(oid)
     status, body, _ = await call("exchange_teams_token", request(
-        "POST", "token/teams", token=me, body={"token": entra, "appId": "app-9", "userId": "teams-user"}))
+        "POST", "token/teams", token=me, body={"token": entra, "appId": app, "userId": oid}))
     assert status == 200 and acs.validate(body["token"])["valid"]
     status, _, _ = await call("exchange_teams_token", request(
         "POST", "token/teams", token=issuer.mint("someone-else"),
-        body={"token": entra, "appId": "app-9", "userId": "teams-user"}))
+        body={"token": entra, "appId": app, "userId": oid}))
     assert status == 403
-    status, body, _ = await call("exchange_teams_token", request(
-        "POST", "token/teams", token=me, body={"token": entra, "appId": "wrong", "userId": "teams-user"}))
-    assert status == 400 and body["error"]["code"] == "acs_rejected"
+    for wrong_app in ("wrong", "0f0e0d0c-0b0a-4909-8807-060504030201"):
+        status, body, _ = await call("exchange_teams_token", request(
+            "POST", "token/teams", token=me,
+            body={"token": entra, "appId": wrong_app, "userId": oid}))
+        assert status == 400 and body["error"]["code"] == "acs_rejected"
     status, body, _ = await call("exchange_teams_token", request(
         "POST", "token/teams", token=me, body={"token": entra}))
     assert status == 400 and body["error"]["target"] == "appId"

@@ -163,10 +163,11 @@ async def test_metric_lines_of_an_end_to_end_flow(issuer, acs, metrics, monkeypa
 
 
 async def test_teams_exchange_metric(issuer, metrics):
-    entra = issuer.mint_teams(oid="teams-obs", appid="app-obs")
+    oid, app = "4e3d2c1b-0a9f-4e8d-b7c6-5a4f3e2d1c0b", "7b6a5f4e-3d2c-4b1a-8f9e-8d7c6b5a4f3e"
+    entra = issuer.mint_teams(oid=oid, appid=app)  # GUIDs, as ACS requires
     status, _, _ = await http("exchange_teams_token", request(
-        "POST", "token/teams", token=issuer.mint("teams-obs"),
-        body={"token": entra, "appId": "app-obs", "userId": "teams-obs"}))
+        "POST", "token/teams", token=issuer.mint(oid),
+        body={"token": entra, "appId": app, "userId": oid}))
     assert status == 200
     assert [(n, v) for n, v, _ in metrics.take()] == [("teams_tokens_issued", 1)]
 
