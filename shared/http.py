@@ -156,10 +156,14 @@ def error_response(exc: ServiceError) -> func.HttpResponse:
         headers["WWW-Authenticate"] = (
             'Bearer realm="acs-token-service", error="invalid_token", '
             f'error_description="{message}"')
-    body = _error_body(exc.code, message)
+    body: dict[str, dict[str, str | int]] = {"error": {"code": exc.code, "message": message}}
     target = getattr(exc, "field", None)
     if target:
         body["error"]["target"] = target
+    if exc.retry_after is not None:
+        # Browsers cannot read Retry-After across origins on Azure (platform CORS exposes
+        # no response headers), so the wait is in the body too.
+        body["error"]["retryAfterSeconds"] = exc.retry_after
     return render(Reply(exc.status, body, headers))
 
 
