@@ -85,7 +85,7 @@ def user_id_from_path(value: str, *, field: str = "userId") -> str:
                              f"{path_form(value)!r} ({_PATH_RULE})", field=field)
         return value
     decoded = _strict_b64url(value[len(B64_PREFIX):])
-    if decoded is not None and not _valid(decoded):
+    if decoded is not None and not is_valid_user_id(decoded):
         decoded = None
     if decoded is not None:
         if _needs_b64(decoded):
@@ -93,7 +93,7 @@ def user_id_from_path(value: str, *, field: str = "userId") -> str:
         problem = f"{value!r} names the id {decoded!r}, which is written {decoded!r}"
     else:
         problem = f"{field} is not valid b64.<unpadded base64url of a valid id>"
-    if _valid(value):
+    if is_valid_user_id(value):
         # The value may also have been meant literally: an id that itself starts with b64.
         problem += f"; the id {value!r} itself is written {path_form(value)!r}"
     raise BadRequest(f"{field} is not in canonical form: {problem} ({_PATH_RULE})"
@@ -113,7 +113,7 @@ def _strict_b64url(encoded: str) -> str | None:
     return text if _b64url(text) == encoded else None
 
 
-def _valid(user_id: str) -> bool:
+def is_valid_user_id(user_id: str) -> bool:
     try:
         validate_user_id(user_id)
     except BadRequest:

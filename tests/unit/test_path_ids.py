@@ -21,17 +21,14 @@ from hypothesis import strategies as st
 
 from localdev.host.routes import decode_segment
 from shared.errors import BadRequest
-from shared.keys import MAX_USER_ID_BYTES, path_form, user_id_from_path, validate_user_id
+from shared.keys import (
+    MAX_USER_ID_BYTES,
+    is_valid_user_id,
+    path_form,
+    user_id_from_path,
+)
 
 PREFIXES = ("", "b64.", "B64.", "/", "%", "%2F", "%252F", "a/", ".", "..", "b64.YQ", " ")
-
-
-def _valid(user_id: str) -> bool:
-    try:
-        validate_user_id(user_id)
-    except BadRequest:
-        return False
-    return True
 
 
 #: Ids as IdPs could issue them: unicode, with '/', '%', b64.-prefixes, dots.
@@ -40,7 +37,7 @@ ids = st.builds(
     st.sampled_from(PREFIXES),
     st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40),
     st.sampled_from(("", "/", "%", "%2F", "=", ".", "/..")),
-).filter(_valid)
+).filter(is_valid_user_id)
 
 #: Any route value the host could hand over: ids, their b64 forms and near misses.
 values = st.one_of(
@@ -96,7 +93,7 @@ def test_no_other_value_reaches_an_id(value: str) -> None:
         assert path_form(user_id) == value
         return
     assert refused.field == "userId"
-    if _valid(value):
+    if is_valid_user_id(value):
         assert repr(path_form(value)) in refused.message
 
 
@@ -136,7 +133,7 @@ def test_the_python_example_helper_gives_the_canonical_form(user_id: str) -> Non
 def test_the_node_example_helper_gives_the_canonical_form() -> None:
     sample = [*PREFIXES[1:], "alice", "a/b", "a%2Fb", "ünï 🙂/x", "b64.dmljdGlt", "(x)!*'",
               "é" * 100, "..", ".", "...", "x" * 256]
-    sample = [s for s in sample if _valid(s)]
+    sample = [s for s in sample if is_valid_user_id(s)]
     script = ("import { userPathForm, userPathSegment } from "
               f"{json.dumps((REPO / 'examples/node/user-path.mjs').as_uri())};"
               "const ids = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
