@@ -18,6 +18,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -266,3 +267,23 @@ def test_kill_9_of_the_host_mid_creation_leaks_only_the_identity_in_flight(
         assert [v.kind for v in result.violations] == ["leaked_identity"], result.summary()
     finally:
         second.cleanup()
+
+
+# -- the identity provider's keys hang --------------------------------------------------------
+
+def test_a_hanging_jwks_endpoint_gets_a_prompt_503(azurite: Any, issuer: Any, acs: Any) -> None:
+    """AUTH_JWKS_URI points at a socket that listens and never answers (the kernel accepts
+    the connection; nothing reads or writes): the key refresh gives up within its 3 s
+    budget (JWKS_FETCH_BUDGET_SECONDS) and the caller gets 503, never a hang."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        acs.reset()
+        host = start_host(azurite, issuer, acs, AUTH_JWKS_URI=f"http://127.0.0.1:{port}/keys")
+        try:
+            assert_503(send(host, "POST", "/api/token", token=issuer.mint("anyone"),
+                            deadline=HEALTH_DEADLINE))
+            assert acs.stats()["requests"]["createIdentity"] == 0
+        finally:
+            host.cleanup()
