@@ -198,6 +198,23 @@ def test_a_create_slower_than_its_timeout_is_logged_as_outcome_unknown_and_not_r
     assert result.leaked == leaked and result.rows["patient"].acs_user_id == body["acsUserId"]
 
 
+def test_a_slow_acs_token_call_gets_a_prompt_503_and_recovers(
+        slow_acs_host: Any, issuer: Any, acs: Any) -> None:
+    """ACS answers issueAccessToken after 5 s, ACS_TIMEOUT_SECONDS is 1: each attempt is
+    cut off at 1 s and attempts start only within 3 s, so the caller gets its 503 within
+    ACS_TIMEOUT_SECONDS + 3 s, however long ACS would take."""
+    host = slow_acs_host
+    status, first, _ = send(host, "POST", "/api/token", token=issuer.mint("regular"))
+    assert status == 200, first
+    acs.set_faults(latency_ms=5000)
+    assert_503(send(host, "POST", "/api/token", token=issuer.mint("regular"),
+                    deadline=TOKEN_DEADLINE))
+    assert 1 <= acs.stats()["requests"]["issueAccessToken"] - 1 <= 3  # bounded attempts
+    acs.clear_faults()
+    status, again, _ = send(host, "POST", "/api/token", token=issuer.mint("regular"))
+    assert status == 200 and again["acsUserId"] == first["acsUserId"]
+
+
 # -- kill -9 of the host while a first token is being created -----------------------------
 
 def test_kill_9_of_the_host_mid_creation_leaks_only_the_identity_in_flight(
