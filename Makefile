@@ -39,8 +39,9 @@ bench: setup
 bench-smoke: setup
 	$(PY) -m bench --smoke
 
+# make chaos CHAOS_ARGS='--scenario storage' (or slow-acs): issue 16's fault trial.
 chaos: setup
-	$(PY) -m localdev.chaos --minutes 3
+	$(PY) -m localdev.chaos --minutes 3 $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .localdev .pytest_cache .mypy_cache .ruff_cache

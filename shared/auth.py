@@ -34,6 +34,9 @@ MAX_TOKEN_BYTES = 8192
 LEEWAY_SECONDS = 60
 JWKS_MIN_REFRESH_SECONDS = 30.0
 JWKS_MAX_AGE_SECONDS = 3600.0
+#: The most one key refresh (discovery document and JWKS together) may take; requests
+#: waiting on it answer 503 after this, whatever the issuer does.
+JWKS_FETCH_BUDGET_SECONDS = 3.0
 VERIFIED_CACHE_SIZE = 10000
 #: A verified token is re-checked at least this often, whatever its ``exp`` says.
 VERIFIED_MAX_SECONDS = 3600
@@ -79,10 +82,8 @@ class JwksCache:
             if self._fetched_at != seen:
                 return  # another request refreshed while we waited
             try:
-                if self._jwks_uri is None:
-                    config = await self._fetch(f"{self._issuer}/.well-known/openid-configuration")
-                    self._jwks_uri = str(config["jwks_uri"])
-                document = await self._fetch(self._jwks_uri)
+                document = await asyncio.wait_for(self._fetch_document(),
+                                                  JWKS_FETCH_BUDGET_SECONDS)
                 keys: dict[str, jwt.PyJWK] = {}
                 for entry in document.get("keys", []):
                     if entry.get("kid") and entry.get("use", "sig") == "sig":
@@ -90,13 +91,20 @@ class JwksCache:
                             keys[str(entry["kid"])] = jwt.PyJWK(entry)
                         except jwt.PyJWTError:
                             continue
-            except (Unavailable, KeyError, TypeError, ValueError, AttributeError):
+            except (Unavailable, asyncio.TimeoutError, KeyError, TypeError, ValueError,
+                    AttributeError):
                 self._fetched_at = time.monotonic()
                 if self._keys:
                     return  # keep serving with the keys we have
                 raise Unavailable("the identity provider's keys are unavailable") from None
             self._keys = keys
             self._fetched_at = time.monotonic()
+
+    async def _fetch_document(self) -> Any:
+        if self._jwks_uri is None:
+            config = await self._fetch(f"{self._issuer}/.well-known/openid-configuration")
+            self._jwks_uri = str(config["jwks_uri"])
+        return await self._fetch(self._jwks_uri)
 
 
 class JwtAuthenticator:

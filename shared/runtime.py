@@ -149,7 +149,8 @@ async def _fetch_json(url: str) -> Any:
     import aiohttp
 
     if _worker.session is None:
-        _worker.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        _worker.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=3, sock_connect=2))
     try:
         async with _worker.session.get(url, headers={"Accept": "application/json"}) as response:
             if response.status != 200:

@@ -163,6 +163,7 @@ class TokenService:
 
     async def _create(self, claim: Claim, scopes: tuple[Scope, ...], minutes: int) -> IssuedToken:
         self._checkpoint("first_token.claimed")
+        telemetry.current_user.set(telemetry.user_ref(claim.user_id))  # for the adapter's logs
         try:
             acs_user_id, token = await self._acs.create_user_and_token(scopes, minutes)
         except ServiceError:

@@ -18,6 +18,9 @@ _metrics = logging.getLogger("acs_token_service.metrics")
 
 invocation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "invocation_id", default=None)
+#: The app user (as :func:`user_ref`) an adapter is acting for, for its own log events.
+current_user: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_user", default=None)
 
 
 def user_ref(user_id: str) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -269,6 +270,8 @@ class Stack(Managed):
             self._azurite.table_port,
         )
         azurite = self._spawn("azurite", self._azurite.command(), base_env, REPO_ROOT)
+        # Azurite saves its tables only every 5 s and on a clean close: SIGINT, and time.
+        azurite.stop_signal, azurite.stop_wait = signal.SIGINT, 30.0
         issuer = self._spawn(
             "issuer",
             [
