@@ -47,6 +47,12 @@ param deletionGraceMinutes int
 param purgeSchedule string
 param eventActions string
 
+// Browser access (platform CORS): comma-separated origins, '*' for any, '' for none
+param allowedOrigins string = ''
+
+// ' a , b ,' -> ['a', 'b']; '' -> [] (an empty list: the platform adds no CORS headers)
+var corsAllowedOrigins = filter(map(split(allowedOrigins, ','), origin => trim(origin)), origin => !empty(origin))
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -76,6 +82,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
+      // CORS is platform configuration on Azure (the app sets no CORS headers). Callers send
+      // a bearer token in Authorization, not cookies, so credentialed CORS stays off; that
+      // also keeps '*' legal (browsers refuse '*' with credentials).
+      cors: {
+        allowedOrigins: corsAllowedOrigins
+        supportCredentials: false
+      }
     }
     functionAppConfig: {
       deployment: {

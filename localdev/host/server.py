@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from azure.functions import meta
 
+from . import cors as _cors
 from .eventgrid import decode_event, fired_reason, handle_eventgrid_webhook
 from .http import HttpRoute, build_http_routes, render_result, to_func_request
 from .invocation import InvocationResult, Invoker
@@ -330,12 +331,15 @@ def create_host_app(
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
     functions_allow_list: list[str] | None = None,
+    cors: _cors.CorsPolicy | None = None,
 ) -> web.Application:
     """An aiohttp app hosting the FunctionApp (module with ``app``, or the app itself).
 
     ``environ`` (default os.environ) resolves %SETTING% schedules and
     ``AzureWebJobs.<name>.Disabled``.  ``keys`` defaults to fresh random keys
-    (read them back with ``get_runtime(app).keys``).
+    (read them back with ``get_runtime(app).keys``).  ``cors`` (see localdev/host/cors.py,
+    ``parse_cors``) makes the host answer preflights and add CORS headers, as Core Tools does
+    for ``Host.CORS``; None: no CORS, preflights go to routing like any request.
     """
     app_obj = find_function_app(function_app_module_or_app)
     functions = index_functions(app_obj, environ, functions_allow_list)
@@ -355,6 +359,7 @@ def create_host_app(
     )
     app = web.Application(client_max_size=MAX_BODY)
     app[RUNTIME_KEY] = runtime
+    _cors.install(app, cors)
     app.router.add_route("*", "/{tail:.*}", runtime.dispatch)
     app.on_startup.append(runtime.on_startup)
     app.on_cleanup.append(runtime.on_cleanup)
