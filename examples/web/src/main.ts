@@ -35,8 +35,12 @@ const ui = {
 
 type Kind = "info" | "ok" | "error";
 
-/** One live region for every outcome; `data-code` names the case (for styles and tests). */
+/**
+ * One live region for every outcome; `data-code` names the case and `data-seq` counts the
+ * announcements, so that a script (or a test) can tell a new outcome from an old one.
+ */
 function setStatus(kind: Kind, code: string, text: string): void {
+  ui.status.dataset.seq = String(Number(ui.status.dataset.seq ?? "0") + 1);
   ui.status.dataset.kind = kind;
   ui.status.dataset.code = code;
   ui.status.textContent = text;
