@@ -23,7 +23,7 @@ HOW_TO_INSTALL = (
     "install it with `make setup` as root on Debian/Ubuntu (apt-get install chromium "
     "chromium-driver), or install Google Chrome / Chromium and put it on PATH"
 )
-ANSWER_TIMEOUT = 90.0
+ANSWER_TIMEOUT = 60.0
 
 
 def find_chromium() -> str | None:

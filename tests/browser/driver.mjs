@@ -48,14 +48,14 @@ async function newPage() {
   page.on("requestfailed", (req) => log.push(`requestfailed: ${req.method()} ${req.url()} ${req.failure()?.errorText}`));
   // "Delete my account" asks for confirmation.
   page.on("dialog", (dialog) => void dialog.accept());
-  // Every answer the page got, with its body when JSON: what the service really sent.
+  // Every answer the page's scripts got (fetch), with its JSON body: what the service sent.
   page.on("response", (resp) => {
     const req = resp.request();
+    if (req.resourceType() !== "fetch") return;
+    const entry = { method: req.method(), url: resp.url(), status: resp.status(), body: null };
+    const json = (resp.headers()["content-type"] ?? "").includes("json");
     responses.push(
-      resp
-        .json()
-        .catch(() => null)
-        .then((body) => ({ method: req.method(), url: resp.url(), status: resp.status(), body })),
+      json ? resp.json().then((body) => ({ ...entry, body }), () => entry) : Promise.resolve(entry),
     );
   });
   return true;

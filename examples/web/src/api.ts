@@ -42,6 +42,11 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
 }
 
+/** Read an answer's body we do not need, so the browser can finish (and reuse) the request. */
+async function drain(resp: Response): Promise<void> {
+  await resp.arrayBuffer();
+}
+
 export class TokenServiceClient {
   constructor(
     private readonly apiBase: string,
@@ -53,11 +58,11 @@ export class TokenServiceClient {
   }
 
   async revoke(): Promise<void> {
-    await this.send("POST", "/me/revoke");
+    await drain(await this.send("POST", "/me/revoke"));
   }
 
   async deleteAccount(): Promise<void> {
-    await this.send("DELETE", "/me");
+    await drain(await this.send("DELETE", "/me"));
   }
 
   private async send(method: string, path: string, signal?: AbortSignal): Promise<Response> {
