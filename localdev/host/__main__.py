@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .cors import CorsPolicy, parse_cors
+from ..cors import CorsPolicy, parse_cors
 from .invocation import InvocationIdFilter
 from .keys import load_or_create_keys
 from .loader import (

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from azure.functions import meta
 
-from . import cors as _cors
+from .. import cors as _cors
 from .eventgrid import decode_event, fired_reason, handle_eventgrid_webhook
 from .http import HttpRoute, build_http_routes, render_result, to_func_request
 from .invocation import InvocationResult, Invoker
@@ -337,7 +337,7 @@ def create_host_app(
 
     ``environ`` (default os.environ) resolves %SETTING% schedules and
     ``AzureWebJobs.<name>.Disabled``.  ``keys`` defaults to fresh random keys
-    (read them back with ``get_runtime(app).keys``).  ``cors`` (see localdev/host/cors.py,
+    (read them back with ``get_runtime(app).keys``).  ``cors`` (see localdev/cors.py,
     ``parse_cors``) makes the host answer preflights and add CORS headers, as Core Tools does
     for ``Host.CORS``; None: no CORS, preflights go to routing like any request.
     """

@@ -1,5 +1,8 @@
 """CORS as the Functions host does it: platform configuration, not app code.
 
+Used by localdev.host (``Host.CORS`` / ``--cors``) and by the local issuer (the origins of its
+registered SPA redirect URIs, as Entra ID allows cross-origin token redemption for SPAs).
+
 Core Tools turns ``Host.CORS`` / ``--cors`` into ASP.NET Core's CORS middleware with
 ``WithOrigins(origins).AllowAnyHeader().AllowAnyMethod()`` (plus ``AllowCredentials()`` for
 ``Host.CORSCredentials`` / ``--cors-credentials``); see azure-functions-core-tools
