@@ -21,8 +21,8 @@ from ..e2e.helpers import StackClient
 from .browser import HOW_TO_INSTALL, Browser, find_chromium
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
+def require_chromium() -> str:
+    """The browser to use; else skip (a developer's machine) or fail (``CI=true``)."""
     found = find_chromium()
     if found is None:
         message = f"no Chromium or Chrome found for the browser tests: {HOW_TO_INSTALL}"
@@ -30,6 +30,11 @@ def chromium() -> str:
             pytest.fail(message + " (CI=true: the browser tests must run)", pytrace=False)
         pytest.skip(message)
     return found
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return require_chromium()
 
 
 @pytest.fixture(scope="session")
