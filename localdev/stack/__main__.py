@@ -107,8 +107,8 @@ def banner(stack: Stack, token: str, admin_token: str, token_minutes: int) -> st
         f"  ACS emulator   {stack.acs_endpoint}  (CA {_show(stack.ca_file)})",
         f"  Azurite        blob {blob}, queue {queue}, table {table}  ({storage})",
         f"  State          {_show(stack.state_file)}   logs: {_show(stack.logs_dir)}/",
-        *([f"  Web sample     {stack.web.url}  (sign in with any user id; CORS allows "
-           f"{stack.web.origin})"] if stack.web else []),
+        *([f"  Web sample     {stack.web.url}  (sign in with any user id)"]
+          if stack.web else []),
         "",
         f"Dev tokens (valid {token_minutes} minutes):",
         f"  export API={api}",
@@ -203,8 +203,10 @@ def _detach(argv: list[str], data_dir: Path, timeout: float = 180.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = read_stack_info(data_dir)
-        if info is not None and info.get("pid") == proc.pid:
-            print(log_path.read_text(encoding="utf-8", errors="replace"))
+        # stack.json comes before the banner: wait for both, so the banner is printed whole.
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+        if info is not None and info.get("pid") == proc.pid and "Press Ctrl-C" in output:
+            print(output)
             print(f"detached (pid {proc.pid}); stop with: python -m localdev.stack --stop "
                   f"--data-dir {_show(data_dir)}")
             return 0
