@@ -80,6 +80,11 @@ def test_sign_in_token_refresh_revoke_delete(browser: Browser, web_stack: Stack,
                                               web_client: StackClient) -> None:
     user = new_user()
     sign_in(browser, web_stack, user)
+    # Outcomes are announced to screen readers: one polite live region.
+    region = browser.evaluate(
+        "(() => { const el = document.getElementById('status');"
+        " return [el.getAttribute('role'), el.getAttribute('aria-live')]; })()")
+    assert region == ["status", "polite"]
 
     # Get token: the credential has none, so its tokenRefresher calls POST /api/token.
     issued_before = tokens_issued(web_client)
