@@ -23,6 +23,7 @@ DEFAULT_API_PORT = 7071
 DEFAULT_ISSUER_PORT = 7072
 DEFAULT_ACS_PORT = 8443
 DEFAULT_AZURITE_BASE_PORT = 10000
+DEFAULT_WEB_PORT = 7073
 SAMPLE_USER = "alice"
 SAMPLE_ADMIN = "admin"
 
@@ -48,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--azurite-base-port", type=int, default=DEFAULT_AZURITE_BASE_PORT,
                    help="Azurite blob port; queue and table use the next two "
                    f"(default {DEFAULT_AZURITE_BASE_PORT}: UseDevelopmentStorage=true works)")
+    p.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
+                   help=f"web sample port (default {DEFAULT_WEB_PORT}): its own origin, allowed "
+                   "by the API's CORS and registered as a public client on the issuer")
+    p.add_argument("--no-web", action="store_true", help="do not build or serve the web sample")
     p.add_argument("--grace-minutes", type=int, default=None,
                    help="DELETION_GRACE_MINUTES: how long a deleted user can be restored "
                    "(default: the environment's DELETION_GRACE_MINUTES, else 1440)")
@@ -105,6 +110,8 @@ def banner(stack: Stack, token: str, admin_token: str, token_minutes: int,
         f"  ACS emulator   {stack.acs_endpoint}  (CA {_show(stack.ca_file)})",
         f"  Azurite        blob {blob}, queue {queue}, table {table}  ({storage})",
         f"  State          {_show(stack.state_file)}   logs: {_show(stack.logs_dir)}/",
+        *([f"  Web sample     {stack.web.url}  (sign in with any user id)"]
+          if stack.web else []),
         "",
         *_env_lines(stack),
         f"Dev tokens (valid {token_minutes} minutes):",
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return _stop_running(data_dir)
     if args.detach:
         return _detach(argv, data_dir)
-    for name in ("api_port", "issuer_port", "acs_port", "azurite_base_port"):
+    for name in ("api_port", "issuer_port", "acs_port", "azurite_base_port", "web_port"):
         if not 0 < getattr(args, name) < 65536 - 2:
             print(f"--{name.replace('_', '-')} must be a port number from 1 to 65533",
                   file=sys.stderr)
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         grace_minutes=args.grace_minutes,
         purge_schedule=args.purge_schedule,
         use_func=False if args.no_func else None,
+        web_port=None if args.no_web else args.web_port,
     )
     stopping = False
 

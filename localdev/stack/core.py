@@ -28,9 +28,12 @@ from localdev.files import write_json_atomic
 from localdev.lifecycle import Managed
 
 from .children import Child, PortInUseError, StackError, free_port, port_accepts, port_is_free
+from .web import WebSample
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "api://acs-token-service"
+#: The delegated scope a browser app asks for (as an Entra ID API exposes one).
+API_SCOPE = AUDIENCE + "/access_as_user"
 ADMIN_ROLE = "TokenService.Admin"
 DEFAULT_PURGE_SCHEDULE = "0 */5 * * * *"
 #: Azurite's standard ports (blob, queue, table): ``UseDevelopmentStorage=true`` means these.
@@ -121,7 +124,8 @@ class Stack(Managed):
     ``purge_schedule``, ``extra_settings``) win, then the environment (non-empty
     variables; ``env_settings`` lists them), then the stack's defaults.
     Ports given as 0 are picked free (tests). ``use_func``: None = ``func start`` when it is
-    on PATH, False = always ``localdev.host``, True = require ``func``.
+    on PATH, False = always ``localdev.host``, True = require ``func``. ``web_port``: None =
+    no web sample, else serve examples/web there (0 = a free port), allowed by CORS.
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class Stack(Managed):
         extra_settings: Mapping[str, str] | None = None,
         timers: bool = True,
         startup_timeout: float = STARTUP_TIMEOUT,
+        web_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.app_dir = Path(app_dir).resolve()
@@ -155,6 +160,8 @@ class Stack(Managed):
         self.timers = timers
         self.startup_timeout = startup_timeout
         self.audience = AUDIENCE
+        self.web_port = web_port
+        self.web: WebSample | None = None
 
         self.issuer = ""
         self.jwks_uri = ""
@@ -217,6 +224,7 @@ class Stack(Managed):
             (self.api_port, "function app API", "--api-port"),
             (self.issuer_port, "local OIDC issuer", "--issuer-port"),
             (self.acs_port, "ACS emulator", "--acs-port"),
+            (self.web_port or 0, "web sample", "--web-port"),
         ]
         for port, name in zip(self.azurite_ports, ("blob", "queue", "table"), strict=True):
             fixed.append((port, f"Azurite {name}", "--azurite-base-port"))
@@ -254,6 +262,11 @@ class Stack(Managed):
         self.ca_file = str(ca.cert_path)
         self.ca_bundle = str(self._write_ca_bundle(ca.cert_path))
 
+        if self.web_port is not None:
+            # Known before the issuer and the app start: both are told about its origin.
+            self.web = WebSample(self.web_port or free_port(), self.data_dir / "web")
+            self.web_port = self.web.port
+            self.web.build()
         base_env = self._base_env()
         # Azurite and the issuer have no dependencies: start both, then the emulator.
         blob, queue, table = self.azurite_ports
@@ -280,6 +293,7 @@ class Stack(Managed):
                 "--host", "127.0.0.1",
                 "--port", str(self.issuer_port),
                 "--audience", self.audience,
+                *(self.web.issuer_args() if self.web else []),
             ],
             base_env,
             REPO_ROOT,
@@ -327,6 +341,8 @@ class Stack(Managed):
         )
 
         self._start_app(base_env)
+        if self.web is not None:
+            self._start_web(self.web, base_env)
         self.write_state()
 
     def _start_app(self, base_env: Mapping[str, str]) -> None:
@@ -363,9 +379,17 @@ class Stack(Managed):
             ]  # fmt: skip
             if not self.timers:
                 cmd.append("--no-timers")
+            if self.web is not None:
+                cmd.extend(self.web.host_args())
             cwd = REPO_ROOT
         app = self._spawn("app", cmd, env, cwd)
         app.wait_for(self._host_running, self.startup_timeout * 2, "a running function host")
+
+    def _start_web(self, web: WebSample, base_env: Mapping[str, str]) -> None:
+        web.write_config(authority=self.issuer, api_scope=API_SCOPE, api_base=self.api_base)
+        child = self._spawn("web", web.serve_command(), base_env, REPO_ROOT)
+        child.wait_for(lambda: self._ready_json(web.ready_file, child), self.startup_timeout,
+                       "web.json")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the app first (it uses the rest), then the others together."""
@@ -469,7 +493,8 @@ class Stack(Managed):
         doc = {
             "IsEncrypted": False,
             "Values": self.settings,
-            "Host": {"LocalHttpPort": self.api_port},
+            "Host": {"LocalHttpPort": self.api_port,
+                     **(self.web.host_settings() if self.web else {})},
         }
         write_json_atomic(path, doc, private=True)
 
@@ -531,10 +556,12 @@ class Stack(Managed):
                 "azuriteBlob": blob,
                 "azuriteQueue": queue,
                 "azuriteTable": table,
+                **({"web": self.web.port} if self.web else {}),
             },
             "pids": self.pids,
             "graceMinutes": _int_or_none(self.settings.get("DELETION_GRACE_MINUTES")),
             "settingsFromEnvironment": sorted(self.env_settings),
+            **(self.web.info() if self.web else {}),
             **self.extra_info,
         }
 
