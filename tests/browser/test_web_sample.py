@@ -112,7 +112,9 @@ def test_sign_in_token_refresh_revoke_delete(browser: Browser, web_stack: Stack,
     answers = token_answers(browser, web_stack)
     assert [a["status"] for a in answers] == [200, 200]
     token2 = answers[1]["body"]["token"]
-    assert token2 != token1
+    # token2 may equal token1: ACS tokens carry whole-second iat/exp and no nonce, so two
+    # tokens for one identity and scope set in the same second can be the same string. The
+    # proof that the service asked ACS again is the emulator's count below.
     assert answers[1]["body"]["acsUserId"] == acs_user  # the same ACS identity
     assert browser.text("#service-calls") == "2"
     assert tokens_issued(web_client) == issued_before + 2
