@@ -28,6 +28,7 @@ one origin is configured), so that a shared cache never serves one origin's answ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -152,19 +153,34 @@ def apply_cors(policy: CorsPolicy, request: web.Request, response: web.StreamRes
         _add_vary_origin(response)
 
 
-def install(app: web.Application, policy: CorsPolicy | None) -> None:
-    """Answer preflights before routing and decorate every response (as UseCors does)."""
+CorsFilter = Callable[[web.Request], bool]
+
+
+def install(
+    app: web.Application, policy: CorsPolicy | None, applies: CorsFilter | None = None
+) -> None:
+    """Answer preflights before routing and decorate every response (as UseCors does).
+
+    ``applies``: when given, only requests it accepts take part in CORS (preflight and actual
+    response; it runs before the handler for a preflight and after it for an actual response,
+    so it may read what the handler left on the request). Everything else gets no CORS header,
+    and its preflights go on to routing like any OPTIONS request.
+    """
     if policy is None:
         return
 
+    def take_part(request: web.Request) -> bool:
+        return applies is None or applies(request)
+
     @web.middleware
     async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_preflight(request):
+        if is_preflight(request) and take_part(request):
             return preflight_response(policy, request)
         return await handler(request)
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        apply_cors(policy, request, response)
+        if take_part(request):
+            apply_cors(policy, request, response)
 
     app.middlewares.append(cors_preflight)
     app.on_response_prepare.append(on_prepare)

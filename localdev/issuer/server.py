@@ -97,6 +97,24 @@ class IssuerState:
 
 
 STATE_KEY = web.AppKey("issuer_state", IssuerState)
+CODE_GRANT_KEY = "issuer_code_grant"  # set on a /token request using authorization_code
+
+# Read-only metadata a SPA needs before and after sign-in; never the admin, MSI or stats routes.
+_CORS_METADATA_PATHS = frozenset({DISCOVERY_PATH, JWKS_PATH, JWKS_WELL_KNOWN_PATH})
+
+
+def _cors_applies(request: web.Request) -> bool:
+    """Which requests the SPA origins may read: discovery, JWKS, and ``/token`` only for the
+    sign-in grant (``authorization_code``). The client-credentials grant mints a token for any
+    ``sub`` with any role, the MSI endpoint a managed identity token, and ``/_issuer/*`` rotates
+    keys and shows counters: a page on a SPA origin must not read any of them. A preflight to
+    ``/token`` cannot show its grant (no body), so it is answered; the actual response then
+    carries CORS headers only when the handler marked it as the code grant."""
+    if request.path in _CORS_METADATA_PATHS:
+        return True
+    if request.path == TOKEN_PATH:
+        return _cors.is_preflight(request) or bool(request.get(CODE_GRANT_KEY, False))
+    return False
 
 
 def _error(status: int, message: str, error: str = "invalid_request") -> web.Response:
@@ -179,6 +197,7 @@ async def token(request: web.Request) -> web.StreamResponse:
     state.stats["tokenRequests"] += 1
     form = await request.post()
     if form.get("grant_type") == "authorization_code":
+        request[CODE_GRANT_KEY] = True  # the only /token answer a SPA origin may read
         return await state.oidc.token(request, form)
     if form.get("grant_type") != "client_credentials":
         return _error(
@@ -245,9 +264,10 @@ async def info(request: web.Request) -> web.Response:
 def make_app(state: IssuerState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
-    # The SPAs' origins may read discovery, JWKS and /token (Entra allows cross-origin token
-    # redemption for redirect URIs of the "Single-page application" platform).
-    _cors.install(app, state.oidc.cors_policy())
+    # The SPAs' origins may read discovery, JWKS and the code grant at /token (Entra allows
+    # cross-origin token redemption for redirect URIs of the "Single-page application"
+    # platform); nothing else (see _cors_applies).
+    _cors.install(app, state.oidc.cors_policy(), _cors_applies)
     app.router.add_get(DISCOVERY_PATH, discovery)
     app.router.add_get(JWKS_PATH, jwks)
     app.router.add_get(JWKS_WELL_KNOWN_PATH, jwks)

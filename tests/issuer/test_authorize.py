@@ -465,6 +465,80 @@ def test_other_origins_get_no_cors_headers(
         assert "Access-Control-Allow-Origin" not in got.headers
 
 
+CORS_HEADERS = (
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+)
+
+
+def _no_cors(resp: requests.Response, what: str) -> None:
+    present = [h for h in CORS_HEADERS if h in resp.headers]
+    assert not present, f"{what}: {present}"
+
+
+def test_the_spa_origin_cannot_read_a_client_credentials_token(
+    spa_issuer: IssuerProcess, http: requests.Session
+) -> None:
+    """Security: a page on the SPA's origin must not read an admin token minted for any ``sub``
+    by the dev-only client-credentials grant; only the sign-in (code) grant is cross-origin."""
+    origin = "http://localhost:5173"
+    form = {"grant_type": "client_credentials", "client_id": CLIENT, "sub": "victim",
+            "roles": "TokenService.Admin"}  # fmt: skip
+    resp = http.post(spa_issuer.token_endpoint, data=form, headers={"Origin": origin}, timeout=10)
+    assert resp.status_code == 200  # the grant itself still works for same-origin tools
+    _no_cors(resp, "client_credentials")
+    bad = http.post(
+        spa_issuer.token_endpoint,
+        data={"grant_type": "password"},
+        headers={"Origin": origin},
+        timeout=10,
+    )
+    assert bad.status_code == 400
+    _no_cors(bad, "unsupported grant")
+
+
+def test_the_spa_origin_gets_no_cors_on_msi_and_admin_routes(
+    tmp_path: Path, http: requests.Session
+) -> None:
+    origin = "http://localhost:5173"
+    with IssuerServer(tmp_path / "iss", public_clients=PUBLIC_CLIENTS) as iss:
+        msi = http.get(
+            iss.identity_endpoint,
+            params={"api-version": "2019-08-01", "resource": "https://communication.azure.com"},
+            headers={"Origin": origin, "X-IDENTITY-HEADER": iss.identity_header},
+            timeout=10,
+        )
+        assert msi.status_code == 200
+        _no_cors(msi, "/msi/token")
+        for method, path in (
+            ("GET", "/_issuer/stats"),
+            ("POST", "/_issuer/stats/reset"),
+            ("POST", "/_issuer/rotate"),
+            ("GET", "/_issuer/info"),
+        ):
+            got = http.request(method, iss.issuer + path, headers={"Origin": origin}, timeout=10)
+            assert got.status_code == 200, path
+            _no_cors(got, path)
+            pre = http.options(
+                iss.issuer + path,
+                headers={"Origin": origin, "Access-Control-Request-Method": method},
+                timeout=10,
+            )
+            _no_cors(pre, f"preflight {path}")
+        pre = http.options(
+            iss.identity_endpoint,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-identity-header",
+            },
+            timeout=10,
+        )
+        _no_cors(pre, "preflight /msi/token")
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 
