@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 __all__ = ["RouteTemplate", "RouteTemplateError", "decode_segment", "split_path"]
 
@@ -230,14 +230,56 @@ def _parse_param(body: str) -> _Param:
 
 
 _ENCODED_SLASH = re.compile("(%2[fF])")
+_ESCAPE_RUN = re.compile("(?:%[0-9A-Fa-f]{2})+")
+
+
+def _utf8_length(lead: int) -> int:
+    """Bytes a UTF-8 sequence with this lead byte claims (0: not a lead byte)."""
+    if lead < 0x80:
+        return 1
+    if lead & 0xE0 == 0xC0:
+        return 2
+    if lead & 0xF0 == 0xE0:
+        return 3
+    if lead & 0xF8 == 0xF0:
+        return 4
+    return 0
+
+
+def _decode_run(run: str) -> str:
+    """One run of ``%XX`` escapes, as Kestrel's UrlDecoder (dotnet/aspnetcore
+    src/Shared/UrlDecoder/UrlDecoder.cs, ``DecodeCore`` / ``Copy``): each escaped UTF-8
+    sequence that is valid is decoded; an invalid one (bad lead byte, a missing or wrong
+    continuation byte, an overlong form, a surrogate, beyond U+10FFFF) is kept as written and
+    decoding resumes at the next escape. Python's strict UTF-8 codec refuses exactly those
+    sequences. Never U+FFFD: the real host would not turn ``%FF`` into a second spelling of
+    ``%EF%BF%BD``."""
+    data = unquote_to_bytes(run)
+    out: list[str] = []
+    i = 0
+    while i < len(data):
+        n = _utf8_length(data[i])
+        try:
+            if n == 0 or i + n > len(data):
+                raise UnicodeDecodeError("utf-8", data, i, i + 1, "invalid sequence")
+            out.append(data[i : i + n].decode("utf-8"))
+            i += n
+        except UnicodeDecodeError:
+            out.append(run[3 * i : 3 * i + 3])  # this escape as written (case kept)
+            i += 1
+    return "".join(out)
 
 
 def decode_segment(raw: str) -> str:
     """Percent-decode one raw path segment as Kestrel does: ``%2F`` (either case) is kept
     as written, since decoding it would change which segments the path has; every other
-    escape is decoded (UTF-8)."""
+    escape of a valid UTF-8 sequence is decoded, an invalid sequence is kept as written
+    (see ``_decode_run``)."""
     parts = _ENCODED_SLASH.split(raw)
-    return "".join(part if i % 2 else unquote(part) for i, part in enumerate(parts))
+    return "".join(
+        part if i % 2 else _ESCAPE_RUN.sub(lambda m: _decode_run(m.group(0)), part)
+        for i, part in enumerate(parts)
+    )
 
 
 def split_path(raw_path: str) -> list[str]:

@@ -46,6 +46,21 @@ def test_a_b64_prefixed_id_cannot_get_another_user_deleted(http_app, issuer):
     assert status == 200 and me["state"] == "active", me
 
 
+def test_invalid_utf8_escapes_are_not_a_second_spelling_of_an_id(http_app, issuer):
+    """Kestrel keeps an escape that is not valid UTF-8 as written (dotnet/aspnetcore
+    src/Shared/UrlDecoder/UrlDecoder.cs, DecodeCore/Copy), so the app gets the route value
+    "%FF", not U+FFFD: a 400 naming that value's canonical form, never the user whose id is
+    U+FFFD (whose canonical spelling is %EF%BF%BD)."""
+    admin = bearer(issuer.mint("root", roles=[ADMIN]))
+    for raw, value in (("%FF", "%FF"), ("%C0%AF", "%C0%AF"), ("%ED%A0%80", "%ED%A0%80")):
+        status, body, _ = send(http_app, "GET", "/api/users/" + raw, headers=admin)
+        assert status == 400 and body["error"]["target"] == "userId", (raw, body)
+        assert repr(path_form(value)) in body["error"]["message"], (raw, body)
+    status, body, _ = send(http_app, "GET", "/api/users/" + segment(path_form("\ufffd")),
+                           headers=admin)
+    assert status == 404 and body["error"]["code"] == "not_found", body
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(user_id=ids, spelling=st.sampled_from(["canonical", "literal", "padded"]))
 def test_only_the_canonical_form_is_accepted_through_the_host(http_app, issuer, user_id,
