@@ -47,6 +47,24 @@ def test_options_then_environment_then_defaults(tmp_path: Path) -> None:
     assert Stack(tmp_path).app_settings({})["DELETION_GRACE_MINUTES"] == "1440"
 
 
+def test_claim_settings_the_dev_tokens_rely_on_are_not_inherited(tmp_path: Path) -> None:
+    """The stack's dev tokens carry the user in oid/sub, roles in ``roles`` and no required
+    scope (the app's defaults), like AUTH_ADMIN_ROLE: a shell's AUTH_USER_CLAIM,
+    AUTH_ROLES_CLAIM or AUTH_REQUIRED_SCOPES would make every dev token a 401/403."""
+    stack = Stack(tmp_path)
+    settings = stack.app_settings({
+        "AUTH_USER_CLAIM": "upn",
+        "AUTH_ROLES_CLAIM": "groups",
+        "AUTH_REQUIRED_SCOPES": "Token.Issue",
+        "AUTH_ADMIN_ROLE": "Someone.Else",
+        "DELETION_GRACE_MINUTES": "7",  # an unwired setting still comes from the environment
+    })
+    for name in ("AUTH_USER_CLAIM", "AUTH_ROLES_CLAIM", "AUTH_REQUIRED_SCOPES"):
+        assert name not in settings, name
+    assert settings["AUTH_ADMIN_ROLE"] != "Someone.Else"
+    assert stack.env_settings == {"DELETION_GRACE_MINUTES": "7"}
+
+
 def test_environment_settings_reach_the_app_over_a_real_start(tmp_path: Path) -> None:
     """``DELETION_GRACE_MINUTES=0 make run``: the app purges at once, and the banner says so."""
     data_dir = tmp_path / "localdev"
