@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["CorsPolicy", "apply_cors", "parse_cors", "preflight_response"]
+__all__ = ["CorsPolicy", "apply_cors", "normalise_origin", "parse_cors", "preflight_response"]
 
 PREFLIGHT_MAX_AGE = 300  # seconds; Chromium caps at 7200, so short keeps config edits visible
 
@@ -57,7 +57,16 @@ class CorsPolicy:
         return "*" if self.any_origin and not self.credentials else origin
 
 
-def _normalise(origin: str) -> str:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_origin(origin: str, *, keep_default_port: bool = False) -> str:
+    """``scheme://host[:port]`` with scheme and host lower-cased, as a browser sends it in
+    ``Origin``: an explicit default port (``:80`` for http, ``:443`` for https) is dropped
+    (RFC 6454 §6.1; the WHATWG URL serialiser omits a default port), so ``http://localhost:80``
+    is ``http://localhost``. ``keep_default_port`` keeps it as written, which is what ASP.NET
+    Core's ``CorsPolicyBuilder.GetNormalizedOrigin`` does for a non-IDN origin (it only lower-
+    cases; dotnet/aspnetcore src/Middleware/CORS/src/Infrastructure/CorsPolicyBuilder.cs)."""
     parts = urlsplit(origin)
     if (
         parts.scheme not in ("http", "https")
@@ -75,6 +84,8 @@ def _normalise(origin: str) -> str:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"CORS origin {origin!r} has an invalid port") from exc
+    if port == _DEFAULT_PORTS[parts.scheme] and not keep_default_port:
+        port = None
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
@@ -96,7 +107,10 @@ def parse_cors(value: str | None, credentials: bool = False) -> CorsPolicy | Non
             "CORS '*' cannot be combined with credentials (Host.CORSCredentials / "
             "--cors-credentials): list the origins instead"
         )
-    origins = frozenset(_normalise(item) for item in items if item != "*")
+    # Host.CORS goes to ASP.NET Core's WithOrigins, which keeps an explicit default port.
+    origins = frozenset(
+        normalise_origin(item, keep_default_port=True) for item in items if item != "*"
+    )
     return CorsPolicy(origins=origins, any_origin=any_origin, credentials=credentials)
 
 

@@ -33,7 +33,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
 
-from ..cors import CorsPolicy
+from ..cors import CorsPolicy, normalise_origin
 from .keys import IssuerKeys
 
 __all__ = [
@@ -87,8 +87,9 @@ def parse_public_client(text: str) -> tuple[str, str]:
 
 
 def _origin(uri: str) -> str:
+    """The origin a browser sends from a page at this redirect URI (default port dropped)."""
     parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    return normalise_origin(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
 
 
 @dataclass(frozen=True)

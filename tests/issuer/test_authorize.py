@@ -24,6 +24,7 @@ import jwt
 import pytest
 import requests
 
+from localdev.cors import normalise_origin, parse_cors
 from localdev.issuer import IssuerProcess, IssuerServer
 from shared.auth import JwtAuthenticator
 from shared.config import load_settings
@@ -537,6 +538,49 @@ def test_the_spa_origin_gets_no_cors_on_msi_and_admin_routes(
             timeout=10,
         )
         _no_cors(pre, "preflight /msi/token")
+
+
+@pytest.mark.parametrize(
+    ("value", "origin"),
+    [
+        ("http://localhost:80", "http://localhost"),
+        ("https://App.Example:443/", "https://app.example"),
+        ("http://LOCALHOST:5173", "http://localhost:5173"),
+        ("https://app.example:80", "https://app.example:80"),  # not https's default port
+        ("http://[::1]:80", "http://[::1]"),
+    ],
+)
+def test_normalise_origin_is_what_a_browser_sends(value: str, origin: str) -> None:
+    assert normalise_origin(value) == origin
+
+
+def test_host_cors_keeps_an_explicit_default_port_like_aspnet_core() -> None:
+    """ASP.NET Core's CorsPolicyBuilder.GetNormalizedOrigin only lower-cases a non-IDN origin
+    (dotnet/aspnetcore src/Middleware/CORS/src/Infrastructure/CorsPolicyBuilder.cs)."""
+    policy = parse_cors("http://LocalHost:80")
+    assert policy is not None and policy.origins == frozenset({"http://localhost:80"})
+
+
+def test_a_redirect_uri_with_a_default_port_gives_the_browsers_origin(
+    tmp_path: Path, http: requests.Session
+) -> None:
+    """A browser on http://localhost:80/cb sends ``Origin: http://localhost`` (no default
+    port): that origin may redeem its code."""
+    clients = {CLIENT: ["http://localhost:80/cb", "https://App.Example:443/cb"]}
+    with IssuerServer(tmp_path / "iss", public_clients=clients) as iss:
+        for origin in ("http://localhost", "https://app.example"):
+            pre = http.options(
+                iss.token_endpoint,
+                headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+                timeout=10,
+            )
+            assert pre.headers.get("Access-Control-Allow-Origin") == origin, origin
+        pre = http.options(
+            iss.token_endpoint,
+            headers={"Origin": "http://localhost:80", "Access-Control-Request-Method": "POST"},
+            timeout=10,
+        )
+        assert "Access-Control-Allow-Origin" not in pre.headers  # never sent by a browser
 
 
 # ------------------------------------------------------------------------------------- CLI
