@@ -71,9 +71,6 @@ class State:
         self._changed()
         return ident
 
-    def exists(self, ident: str) -> bool:
-        return ident in self.identities
-
     def issue_iat(self, ident: str, now: float) -> int | None:
         """The ``iat`` for a token issued now, or None if the identity does not exist."""
         rec = self.identities.get(ident)

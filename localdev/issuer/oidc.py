@@ -12,7 +12,6 @@ issuer's own keys, so every verifier that trusts its JWKS accepts them).
 from __future__ import annotations
 
 import html
-import secrets
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -549,8 +548,3 @@ _ERROR = """<!doctype html>
 </body>
 </html>
 """
-
-
-def new_code_verifier() -> str:
-    """A PKCE verifier (for scripts and tests): 43+ unreserved characters."""
-    return secrets.token_urlsafe(48)
