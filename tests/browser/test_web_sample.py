@@ -155,22 +155,30 @@ def test_error_messages_for_401_429_and_503(browser: Browser, web_stack: Stack,
     try:
         # ACS throttles longer than the service's retry budget: the service answers 429
         # with Retry-After, which Azure's CORS (like the local host's) does not expose to
-        # other origins (docs/deploy.md), so the page says it cannot read the wait.
+        # other origins (docs/deploy.md), and with the same wait in the body
+        # (error.retryAfterSeconds): the page shows that wait.
         web_client.emulator("POST", "faults", {"clear": True, "fault": {
             "operation": "*", "status": 429, "retryAfterSeconds": 120, "count": 20}})
         status = browser.act("#get-token")
         answer = token_answers(browser, web_stack)[-1]
         assert answer["status"] == 429
+        wait = answer["body"]["error"]["retryAfterSeconds"]
+        assert isinstance(wait, int) and wait >= 1, answer
         assert status["code"] == "throttled", status
-        assert "cannot read it" in status["text"]
+        assert status["text"].startswith("429: "), status
+        assert f"Try again in {wait} second" in status["text"], (wait, status)
 
-        # ACS failing: after its retries the service answers 503.
+        # ACS failing: after its retries the service answers 503, with its wait in the body.
         web_client.emulator("POST", "faults", {"clear": True, "fault": {
             "operation": "*", "status": 503, "count": 20}})
         status = browser.act("#fresh-token")
-        assert token_answers(browser, web_stack)[-1]["status"] == 503
+        answer = token_answers(browser, web_stack)[-1]
+        assert answer["status"] == 503
+        wait = answer["body"]["error"]["retryAfterSeconds"]
+        assert isinstance(wait, int) and wait >= 1, answer
         assert status["code"] == "unavailable", status
         assert status["text"].startswith("503: the service is unavailable right now.")
+        assert f"Try again in {wait} second" in status["text"], (wait, status)
     finally:
         web_client.emulator("POST", "faults", {"clear": True})
 

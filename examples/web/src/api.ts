@@ -16,7 +16,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     readonly detail: string,
-    /** Seconds to wait, from `Retry-After`; null when absent or not readable. */
+    /** Seconds to wait: the body's `error.retryAfterSeconds`, else a readable `Retry-After`
+     * header; null when neither is there. */
     readonly retryAfter: number | null,
     /** Whether the `Retry-After` header was visible to this page at all. */
     readonly retryAfterVisible: boolean,
@@ -40,6 +41,11 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   if (/^\d+$/.test(value.trim())) return Number(value.trim());
   const at = Date.parse(value);
   return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
+}
+
+/** `error.retryAfterSeconds` of an error body: a positive whole number of seconds, else null. */
+export function bodyRetryAfter(value: unknown): number | null {
+  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : null;
 }
 
 /** Read an answer's body we do not need, so the browser can finish (and reuse) the request. */
@@ -80,15 +86,22 @@ export class TokenServiceClient {
     if (resp.ok) return resp;
     let code = "unknown";
     let detail = resp.statusText;
+    let waitFromBody: number | null = null;
     try {
-      const body = (await resp.json()) as { error?: { code?: unknown; message?: unknown } };
+      const body = (await resp.json()) as {
+        error?: { code?: unknown; message?: unknown; retryAfterSeconds?: unknown };
+      };
       if (typeof body.error?.code === "string") code = body.error.code;
       if (typeof body.error?.message === "string") detail = body.error.message;
+      waitFromBody = bodyRetryAfter(body.error?.retryAfterSeconds);
     } catch {
       // Not JSON (a proxy or the platform answered): status and status text say enough.
     }
+    // The body carries the wait because Azure's CORS hides Retry-After from other origins;
+    // the header still counts when this page can read it (same origin, or a proxy's answer).
     const header = resp.headers.get("Retry-After");
-    throw new ApiError(resp.status, code, detail, parseRetryAfter(header), header !== null);
+    const wait = waitFromBody ?? parseRetryAfter(header);
+    throw new ApiError(resp.status, code, detail, wait, header !== null);
   }
 }
 
@@ -97,8 +110,8 @@ function waitText(err: ApiError): string {
     return `Try again in ${err.retryAfter} second${err.retryAfter === 1 ? "" : "s"}.`;
   }
   if (!err.retryAfterVisible) {
-    return "The service says when to retry in its Retry-After header, but this page cannot " +
-      "read it: the API does not expose that header to other origins. Try again in a minute.";
+    return "This answer did not say when to retry (no retryAfterSeconds in its body, and " +
+      "this page cannot read a Retry-After header from another origin). Try again in a minute.";
   }
   return "Try again in a minute.";
 }
