@@ -97,7 +97,7 @@ class IssuerState:
 
 
 STATE_KEY = web.AppKey("issuer_state", IssuerState)
-CODE_GRANT_KEY = "issuer_code_grant"  # set on a /token request using authorization_code
+CODE_GRANT_KEY = web.RequestKey("issuer_code_grant", bool)  # /token used authorization_code
 
 # Read-only metadata a SPA needs before and after sign-in; never the admin, MSI or stats routes.
 _CORS_METADATA_PATHS = frozenset({DISCOVERY_PATH, JWKS_PATH, JWKS_WELL_KNOWN_PATH})
