@@ -130,6 +130,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TOKEN_LIFETIME_MINUTES: string(tokenLifetimeMinutes)
     DELETION_GRACE_MINUTES: string(deletionGraceMinutes)
     PURGE_SCHEDULE: purgeSchedule
+    // A delete's delayed second revoke: a message on this queue of the AzureWebJobsStorage
+    // account (identity-based via AzureWebJobsStorage__queueServiceUri; the identity has
+    // Storage Queue Data Contributor in rbac.bicep), read by the revoke_after_delete trigger
+    REVOKE_QUEUE_NAME: 'acs-revoke-after-delete'
     EVENT_ACTIONS: eventActions
   }
 }

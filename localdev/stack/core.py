@@ -412,6 +412,7 @@ class Stack(Managed):
             "AUTH_ADMIN_ROLE": ADMIN_ROLE,
             "DELETION_GRACE_MINUTES": str(self.grace_minutes),
             "PURGE_SCHEDULE": self.purge_schedule,
+            "REVOKE_QUEUE_NAME": "acs-revoke-after-delete",
             "SSL_CERT_FILE": self.ca_bundle,
             "REQUESTS_CA_BUNDLE": self.ca_bundle,
         }
