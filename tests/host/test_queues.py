@@ -29,7 +29,7 @@ from localdev.azurite import AzuriteProcess
 from localdev.host import create_host_app, get_runtime
 from localdev.host.queues import QueueOptions
 
-CALLS: list[tuple[str, int]] = []
+received: list[tuple[str, int]] = []
 
 
 def make_app() -> func.FunctionApp:
@@ -38,7 +38,7 @@ def make_app() -> func.FunctionApp:
     @app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection="WorkStorage")
     async def work(msg: func.QueueMessage) -> None:
         body = msg.get_body().decode()
-        CALLS.append((body, int(msg.dequeue_count or 0)))
+        received.append((body, int(msg.dequeue_count or 0)))
         if body.startswith("fail"):
             raise RuntimeError("this message always fails")
 
@@ -58,7 +58,7 @@ async def queue_host(full_azurite: AzuriteProcess,
         "maxPollingInterval": "00:00:00.200", "visibilityTimeout": "00:00:00"}}}))
     queue = "q" + uuid.uuid4().hex[:12]
     env = {"WORK_QUEUE": queue, "WorkStorage": full_azurite.connection_string}
-    CALLS.clear()
+    received.clear()
     app = create_host_app(make_app(), environ=env, function_directory=tmp_path)
     async with TestClient(TestServer(app)) as client:
         from azure.storage.queue import TextBase64EncodePolicy
@@ -82,19 +82,20 @@ async def test_message_runs_once_after_its_visibility_delay_and_is_deleted(queue
     client, sender = queue_host
     await sender.send_message("later", visibility_timeout=2)
     await sender.send_message("now")
-    await wait_until(lambda: ("now", 1) in CALLS, 10, "the visible message")
-    assert ("later", 1) not in CALLS  # still invisible (2 s delay)
-    await wait_until(lambda: ("later", 1) in CALLS, 10, "the delayed message")
+    await wait_until(lambda: ("now", 1) in received, 10, "the visible message")
+    assert ("later", 1) not in received  # still invisible (2 s delay)
+    await wait_until(lambda: ("later", 1) in received, 10, "the delayed message")
     await asyncio.sleep(0.5)
-    assert CALLS == [("now", 1), ("later", 1)]  # succeeded: deleted, not run again
+    assert received == [("now", 1), ("later", 1)]  # succeeded: deleted, not run again
     assert await sender.peek_messages(max_messages=32) == []
 
 
 async def test_failing_message_is_retried_then_moved_to_poison_after_five_tries(queue_host):
     client, sender = queue_host
     await sender.send_message("fail-always")
-    await wait_until(lambda: len(CALLS) >= 5, 20, "five tries")
-    assert CALLS == [("fail-always", n) for n in range(1, 6)]
+    await wait_until(lambda: len(received) >= 5, 20, "five tries")
+    tries = [("fail-always", n) for n in range(1, 6)]  # dequeue counts 1..5
+    assert received == tries
 
     from azure.storage.queue import TextBase64DecodePolicy
     from azure.storage.queue.aio import QueueClient
