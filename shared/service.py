@@ -53,8 +53,10 @@ PURGE_TIME_BUDGET_SECONDS = 240.0
 #: Fraction of the ACS delete limit the purge may use, leaving room for HTTP deletes.
 PURGE_RATE_SHARE = 0.95
 #: An issuance (row read to token in hand) ends within ACS_TIMEOUT_SECONDS plus this,
-#: whatever the ACS adapter's own retries (a 429's Retry-After, a 5xx backoff) would take.
-ISSUE_SLACK_SECONDS = 2.0
+#: whatever the ACS adapter's own retries would take; it equals the adapter's budget for
+#: waiting between attempts (a 429's Retry-After, a 5xx backoff), so one slow attempt
+#: plus the usual retries fit, and only a pile-up of slow attempts is cut short.
+ISSUE_SLACK_SECONDS = 3.0
 #: The delayed revoke runs this long after the latest moment an issuance that read the
 #: row as active can still hold a token (clock drift, event-loop lag).
 REVOKE_MARGIN_SECONDS = 3.0
@@ -149,6 +151,9 @@ class TokenService:
                 raise Unavailable("this user's identity is being repaired; retry",
                                   retry_after=1) from None
             return await self._heal(record, scopes, minutes, started)
+        if time.monotonic() > started + self._issue_deadline:
+            # Answered just as the deadline passed: a delayed revoke may not cover it.
+            raise Unavailable("ACS did not answer in time; retry", retry_after=1)
         telemetry.metric("tokens_issued", first=False)
         return IssuedToken(record.acs_user_id, token.token, token.expires_on, scopes)
 

@@ -69,7 +69,7 @@ async def test_token_in_flight_during_delete_dies_by_the_delayed_revoke():
     # Before the fix this token stayed valid until the purge.
     assert valid(acs, survivor.token)
     # The second revoke comes after the longest possible issuance.
-    assert scheduler.scheduled == [("alice", 4 + 2.0 + 3.0)]
+    assert scheduler.scheduled == [("alice", 4 + 3.0 + 3.0)]
     assert service_module.revoke_delay_seconds(service._settings) > (
         service_module.issue_deadline_seconds(service._settings))
     assert await scheduler.run_due(service) == ["revoked"]
