@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -140,7 +141,7 @@ class TokenService:
         if remaining <= 0:
             raise Unavailable("the token request took too long; retry", retry_after=1)
         try:
-            token = await asyncio.wait_for(
+            token = await _within(
                 self._acs.get_token(record.acs_user_id, scopes, minutes), remaining)
         except asyncio.TimeoutError:
             raise Unavailable("ACS did not answer in time; retry", retry_after=1) from None
@@ -547,6 +548,17 @@ class _RateLimiter:
 
     def pause(self, seconds: float) -> None:
         self._next = max(self._next, time.monotonic() + seconds)
+
+
+if sys.version_info >= (3, 11):
+    async def _within(call: Awaitable[AcsToken], seconds: float) -> AcsToken:
+        """``call`` or ``asyncio.TimeoutError`` after ``seconds``; ``asyncio.timeout``
+        adds no task per call (``wait_for`` on 3.11 costs ~60 us on the token path)."""
+        async with asyncio.timeout(seconds):
+            return await call
+else:  # pragma: no cover - Python 3.10
+    async def _within(call: Awaitable[AcsToken], seconds: float) -> AcsToken:
+        return await asyncio.wait_for(call, seconds)
 
 
 def _whole_seconds(moment: datetime) -> datetime:
