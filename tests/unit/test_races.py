@@ -263,3 +263,52 @@ async def test_a_deleting_row_is_never_healed():
     with pytest.raises(UserDeleted):
         await service.issue_token(alice, TokenRequest())
     assert not acs.live
+
+
+# -- crashes at the new checkpoints (docs/protocol.md's tables) ----------------------------
+
+
+async def test_crash_after_scheduling_leaves_the_queued_revoke_to_finish():
+    from tests.fakes import Crash, CrashAt
+
+    scheduler = FakeScheduler()
+    service, store, acs, _ = make(scheduler=scheduler, checkpoint=CrashAt("delete.scheduled"))
+    issued = await service.issue_token(alice, TokenRequest())
+    with pytest.raises(Crash):
+        await service.delete("alice")
+    assert store.users["alice"].state is UserState.DELETING and valid(acs, issued.token)
+    assert await scheduler.run_due(service) == ["revoked"]  # the queued message's run
+    assert not valid(acs, issued.token)
+    invariants(store, acs)
+
+
+async def test_crash_after_tombstone_leaves_the_user_deleted():
+    from tests.fakes import Crash, CrashAt
+
+    service, store, acs, _ = make(checkpoint=CrashAt("delete.tombstoned"))
+    gate = Gate(acs, "create_user_and_token")
+    first = asyncio.create_task(service.issue_token(alice, TokenRequest()))
+    await gate.entered.wait()
+    with pytest.raises(Crash):
+        await service.delete("alice")
+    gate.release.set()
+    with pytest.raises(UserDeleted):
+        await first
+    record = await service.delete("alice")  # the retry finds the tombstone: done
+    assert record.state is UserState.DELETING and not record.has_identity
+    assert len(store.purge) == 1 and not acs.live
+    invariants(store, acs)
+
+
+async def test_crash_after_heal_recorded_keeps_the_healed_identity():
+    from tests.fakes import Crash, CrashAt
+
+    service, store, acs, _ = make(checkpoint=CrashAt("heal.recorded"))
+    await stalled_first_token(service, store)
+    with pytest.raises(Crash):
+        await service.issue_token(alice, TokenRequest())
+    healed = store.users["alice"].acs_user_id
+    assert healed in acs.live
+    issued = await service.issue_token(alice, TokenRequest())
+    assert issued.acs_user_id == healed
+    invariants(store, acs)
