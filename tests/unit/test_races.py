@@ -55,7 +55,8 @@ class Gate:
 # -- 12.1: a token issued while a delete runs ---------------------------------------------
 
 
-async def test_token_in_flight_during_delete_dies_by_the_delayed_revoke():
+async def test_token_in_flight_during_delete_dies_by_the_delayed_revoke(caplog):
+    caplog.set_level("INFO", logger="acs_token_service")
     scheduler = FakeScheduler()
     service, store, acs, _ = make(scheduler=scheduler, ACS_TIMEOUT_SECONDS="4")
     await service.issue_token(alice, TokenRequest())
@@ -74,6 +75,7 @@ async def test_token_in_flight_during_delete_dies_by_the_delayed_revoke():
         service_module.issue_deadline_seconds(service._settings))
     assert await scheduler.run_due(service) == ["revoked"]
     assert not valid(acs, survivor.token)
+    assert "metric=delayed_revocations value=1" in caplog.text
 
 
 async def test_an_issuance_past_its_deadline_returns_no_token(monkeypatch):
@@ -218,11 +220,14 @@ async def stalled_first_token(service, store: MemoryStore):
     return landed[0]
 
 
-async def test_a_late_insert_after_compensation_heals_on_the_next_token():
+async def test_a_late_insert_after_compensation_heals_on_the_next_token(caplog):
     service, store, acs, _ = make()
     stale = await stalled_first_token(service, store)
     assert stale.acs_user_id in acs.deleted and store.users["alice"].state is UserState.ACTIVE
+    caplog.set_level("INFO", logger="acs_token_service")
     issued = await service.issue_token(alice, TokenRequest())  # was 410, forever
+    assert "metric=identities_healed value=1" in caplog.text
+    assert "event=acs_identity_created" in caplog.text and "healed=True" in caplog.text
     assert issued.acs_user_id != stale.acs_user_id and valid(acs, issued.token)
     assert store.users["alice"].acs_user_id == issued.acs_user_id
     again = await service.issue_token(alice, TokenRequest())
