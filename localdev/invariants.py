@@ -275,7 +275,8 @@ def _check_mapping(report: Report, users: Sequence[Row], live: set[str],
                    index: set[tuple[str, datetime | None]]) -> None:
     by_identity: dict[str, list[Row]] = {}
     for row in users:
-        by_identity.setdefault(row.acs_user_id, []).append(row)
+        if row.acs_user_id:  # empty: a tombstone (deleted during its first token)
+            by_identity.setdefault(row.acs_user_id, []).append(row)
     for ident in report.identities:
         if ident not in by_identity:
             report.violations.append(Violation(
@@ -288,7 +289,8 @@ def _check_mapping(report: Report, users: Sequence[Row], live: set[str],
                 acs_user_id=ident))
     now = report.checked_at
     for row in users:
-        if row.state in ("active", "deleting") and row.acs_user_id not in live:
+        tombstone = row.state != "active" and not row.acs_user_id
+        if row.state in ("active", "deleting") and row.acs_user_id not in live and not tombstone:
             report.violations.append(Violation(
                 "dangling_row", f"{row.state} user {row.user_id!r} points to missing ACS "
                 f"identity {row.acs_user_id}", row.user_id, row.acs_user_id))

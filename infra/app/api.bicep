@@ -143,6 +143,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TOKEN_LIFETIME_MINUTES: string(tokenLifetimeMinutes)
     DELETION_GRACE_MINUTES: string(deletionGraceMinutes)
     PURGE_SCHEDULE: purgeSchedule
+    // A delete's delayed second revoke: a message on this queue of the AzureWebJobsStorage
+    // account (identity-based via AzureWebJobsStorage__queueServiceUri), read by the
+    // revoke_after_delete trigger. The trigger needs Storage Queue Data Reader + Message
+    // Processor, sending needs Message Sender (learn.microsoft.com/azure/azure-functions/
+    // functions-bindings-storage-queue#grant-permission-to-the-identity); the identity's
+    // Storage Queue Data Contributor (rbac.bicep) includes all three
+    REVOKE_QUEUE_NAME: 'acs-revoke-after-delete'
     EVENT_ACTIONS: eventActions
   }
 }

@@ -25,7 +25,8 @@ from .eventgrid import decode_event, fired_reason, handle_eventgrid_webhook
 from .http import HttpRoute, build_http_routes, render_result, to_func_request
 from .invocation import InvocationResult, Invoker
 from .keys import HostKeys, authorize, request_key
-from .loader import FunctionInfo, find_function_app, index_functions
+from .loader import FunctionInfo, find_function_app, index_functions, read_host_json
+from .queues import QueueListeners
 from .routes import split_path
 from .timers import Clock, TimerScheduler, make_timer_request
 
@@ -62,13 +63,15 @@ class HostRuntime:
         # Built (and %SETTING%s validated) even when not started, like the host.
         self.scheduler = TimerScheduler(functions, self.invoke, clock=clock, environ=environ)
         self.timers_enabled = timers
+        self.queues = QueueListeners(functions, self.invoke, environ=environ,
+                                     host_json=read_host_json(function_directory).raw)
         self.instance_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self.state = "Initialized"
         self.background: set[asyncio.Task[Any]] = set()
         for fn in functions:
             kind = fn.trigger_type.lower()
-            if kind not in ("httptrigger", "timertrigger", "eventgridtrigger"):
+            if kind not in ("httptrigger", "timertrigger", "eventgridtrigger", "queuetrigger"):
                 log.warning(
                     "Function %s: trigger type '%s' is not emulated; invoke it with "
                     "POST /admin/functions/%s",
@@ -306,10 +309,12 @@ class HostRuntime:
                 )
         if self.timers_enabled:
             self.scheduler.start()
+        self.queues.start()
 
     async def on_cleanup(self, app: web.Application) -> None:
         self.state = "Stopped"
         await self.scheduler.stop()
+        await self.queues.stop()
         for task in list(self.background):
             task.cancel()
         await asyncio.gather(*list(self.background), return_exceptions=True)

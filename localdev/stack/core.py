@@ -476,6 +476,7 @@ class Stack(Managed):
             "AUTH_ADMIN_ROLE": ADMIN_ROLE,
             "DELETION_GRACE_MINUTES": "1440",
             "PURGE_SCHEDULE": DEFAULT_PURGE_SCHEDULE,
+            "REVOKE_QUEUE_NAME": "acs-revoke-after-delete",
             "SSL_CERT_FILE": self.ca_bundle,
             "REQUESTS_CA_BUNDLE": self.ca_bundle,
         }

@@ -182,3 +182,44 @@ async def test_purge_work_grows_with_due_users_not_all_users(issuer, acs):
     assert counts["acs"] == 5
     # per user: mark purging, delete claim, delete row, delete index entry
     assert counts["tableWrites"] == 5 * 4
+
+
+def queue_message(body: bytes, dequeue_count: int = 1):
+    """What the worker hands to a queue-triggered function (azure-functions' converter)."""
+    from azure.functions.queue import QueueMessageInConverter
+
+    metadata = {"Id": meta.Datum(str(uuid.uuid4()), "string"),
+                "DequeueCount": meta.Datum(str(dequeue_count), "string")}
+    return QueueMessageInConverter.decode(meta.Datum(body, "bytes"), trigger_metadata=metadata)
+
+
+async def test_revoke_after_delete_trigger_revokes_a_deleted_user_only(issuer, acs):
+    """The queue trigger behind a delete's second revoke (docs/protocol.md, "Delete"):
+    a token issued after the delete's first revoke (as an issuance in flight would get
+    it) dies; a restored user's tokens are left alone; bad messages are acknowledged."""
+    from shared import queue
+
+    first = await token(issuer, "twice")
+    admin = issuer.mint("root", roles=[ADMIN])
+    status, _, _ = await call("delete_user", request(
+        "DELETE", "users/twice", token=admin, route_params={"userId": "twice"}))
+    assert status == 202
+    # A token ACS issued after the first revoke: what a request in flight would receive.
+    from azure.communication.identity import (
+        CommunicationIdentityClient,
+        CommunicationUserIdentifier,
+    )
+
+    sdk = CommunicationIdentityClient.from_connection_string(acs.connection_string)
+    late = sdk.get_token(CommunicationUserIdentifier(first["acsUserId"]), ["chat"]).token
+    assert acs.validate(late)["valid"]
+    run = FUNCTIONS["revoke_after_delete"]
+    await run(queue_message(queue.encode("twice").encode()), Context("revoke_after_delete"))
+    assert acs.validate(late)["reason"] == "revoked"
+    status, _, _ = await call("restore_user", request(
+        "POST", "users/twice/restore", token=admin, route_params={"userId": "twice"}))
+    assert status == 200
+    fresh = await token(issuer, "twice")
+    await run(queue_message(queue.encode("twice").encode()), Context("revoke_after_delete"))
+    assert acs.validate(fresh["token"])["valid"]  # restored: left alone
+    await run(queue_message(b"not json"), Context("revoke_after_delete"))  # acknowledged
