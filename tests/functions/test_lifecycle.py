@@ -213,13 +213,12 @@ async def test_revoke_after_delete_trigger_revokes_a_deleted_user_only(issuer, a
     sdk = CommunicationIdentityClient.from_connection_string(acs.connection_string)
     late = sdk.get_token(CommunicationUserIdentifier(first["acsUserId"]), ["chat"]).token
     assert acs.validate(late)["valid"]
-    run = FUNCTIONS["revoke_after_delete"]
-    await run(queue_message(queue.encode("twice").encode()), Context("revoke_after_delete"))
+    await run("revoke_after_delete", queue_message(queue.encode("twice").encode()))
     assert acs.validate(late)["reason"] == "revoked"
     status, _, _ = await call("restore_user", request(
         "POST", "users/twice/restore", token=admin, route_params={"userId": "twice"}))
     assert status == 200
     fresh = await token(issuer, "twice")
-    await run(queue_message(queue.encode("twice").encode()), Context("revoke_after_delete"))
+    await run("revoke_after_delete", queue_message(queue.encode("twice").encode()))
     assert acs.validate(fresh["token"])["valid"]  # restored: left alone
-    await run(queue_message(b"not json"), Context("revoke_after_delete"))  # acknowledged
+    await run("revoke_after_delete", queue_message(b"not json"))  # acknowledged
