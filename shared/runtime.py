@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import telemetry
 from .config import Settings, get_settings
 from .errors import Unavailable
 from .models import AuthMode, Caller
@@ -84,6 +85,7 @@ async def _build() -> None:
     if _worker.lock is None:
         _worker.lock = asyncio.Lock()
     async with _worker.lock:
+        telemetry.quiet_sdk_loggers()  # before any SDK client exists
         settings = get_settings()
         if _worker.authenticator is None:
             _worker.authenticator = _authenticator(settings)

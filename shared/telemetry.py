@@ -19,6 +19,24 @@ _metrics = logging.getLogger("acs_token_service.metrics")
 invocation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "invocation_id", default=None)
 
+#: The Azure SDK loggers the app sets to WARNING. azure-core's HttpLoggingPolicy logs every
+#: request's URL and headers at INFO, and a Table Storage URL holds the row's key
+#: (``PartitionKey='u' + base64url(user id)``, a reversible user id). The Python worker sets
+#: the root logger to INFO and forwards every record to the host (azure-functions-python-worker
+#: dispatcher.py, ``Dispatcher.dispatch_forever``), and host.json's ``logLevel`` filters only
+#: on the host side, after the record was built and sent (see
+#: Azure/azure-functions-python-worker#248), so only the app can stop these records.
+SDK_LOGGERS = ("azure", "azure.core.pipeline.policies.http_logging_policy")
+
+
+def quiet_sdk_loggers() -> None:
+    """Set the Azure SDK loggers to WARNING: no request URL (and no user key in it) is ever
+    logged, and a request no longer formats ~17 header lines that nothing may read
+    (~130 µs of CPU per Table read with the worker's logging, docs/performance.md).
+    Warnings and errors from the SDKs still reach the host."""
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 def user_ref(user_id: str) -> str:
     """A stable pseudonymous handle for an app user, safe to log and to correlate."""
