@@ -75,6 +75,7 @@ async def reset() -> None:
     global _worker
     old, _worker = _worker, _Worker()
     reset_settings()
+    telemetry.reset_counts()
     for resource in (old.store, old.acs, old.session, old.credential):
         if resource is not None:
             with contextlib.suppress(Exception):  # closing is best effort

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
+import time
 
 logger = logging.getLogger("acs_token_service")
 _metrics = logging.getLogger("acs_token_service.metrics")
@@ -60,6 +61,37 @@ def metric(name: str, value: int = 1, **dims: object) -> None:
     """Count ``name`` by ``value``; dimensions become key=value pairs on the line."""
     if _metrics.isEnabledFor(logging.INFO):
         _metrics.info("metric=%s value=%d %s", name, value, _fields(dims))
+
+
+#: Seconds a worker sums a hot-path counter before it logs one line with the total.
+COUNT_FLUSH_SECONDS = 1.0
+_counts: dict[tuple[str, tuple[tuple[str, object], ...]], list[float]] = {}
+
+
+def count(name: str, **dims: object) -> None:
+    """Count one ``name`` event on a hot path: like :func:`metric`, but a worker logs at
+    most one line per counter per :data:`COUNT_FLUSH_SECONDS` (the first at once), whose
+    ``value`` is the sum since the last line, and without an ``invocationId`` (it covers
+    many). Under the worker's logging every line is formatted and sent to the host on
+    every call: one line per repeat token was ~0.1 ms of CPU per token in `make bench`,
+    the largest part of the service's overhead over the raw SDKs. Counts not yet logged
+    when the worker stops (at most one interval's) are lost."""
+    key = (name, tuple(dims.items()))
+    state = _counts.get(key)
+    now = time.monotonic()
+    if state is None:
+        state = _counts[key] = [0.0, float("-inf")]  # pending count, last line's time
+    state[0] += 1
+    if now - state[1] >= COUNT_FLUSH_SECONDS:
+        pending, state[0], state[1] = int(state[0]), 0.0, now
+        if _metrics.isEnabledFor(logging.INFO):
+            extra = " ".join(f"{k}={v}" for k, v in dims.items() if v is not None)
+            _metrics.info("metric=%s value=%d %s", name, pending, extra)
+
+
+def reset_counts() -> None:
+    """Forget pending counts (a new worker starts with none)."""
+    _counts.clear()
 
 
 class RoundTrips:
