@@ -126,3 +126,22 @@ async def on_user_event(event: func.EventGridEvent, context: func.Context) -> No
         return
     outcome = await (await runtime.get_service()).apply_event(user_event)
     log.info("on_user_event: %s %s -> %s", user_event.event_type, user_event.event_id, outcome)
+
+
+@app.queue_trigger(arg_name="message", queue_name="%REVOKE_QUEUE_NAME%",
+                   connection="AzureWebJobsStorage")
+async def revoke_after_delete(message: func.QueueMessage, context: func.Context) -> None:
+    """A delete's second revoke, once every token issuance that could have read the user
+    as active has ended (docs/protocol.md, "Delete"). Failures raise: the host retries
+    the message, then moves it to the poison queue."""
+    from shared import queue, runtime, telemetry
+    from shared.errors import BadRequest
+
+    telemetry.invocation_id.set(context.invocation_id)
+    try:
+        user_id = queue.decode(message.get_body())
+    except BadRequest:
+        log.warning("revoke_after_delete: ignored malformed message %s", message.id)
+        return
+    outcome = await (await runtime.get_service()).revoke_after_delete(user_id)
+    log.info("revoke_after_delete: %s (dequeue count %s)", outcome, message.dequeue_count)

@@ -27,7 +27,6 @@ Scenarios:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import json
 import sys
@@ -214,27 +213,17 @@ async def _levels(cfg: dict[str, Any], op: Any, start: int) -> tuple[dict[str, A
 # -- ours ------------------------------------------------------------------------------------
 
 async def run_ours(cfg: dict[str, Any]) -> dict[str, Any]:
-    import azure.functions as func
 
-    import function_app
 
-    indexed = function_app.app.get_functions()  # once per process, as the worker does
-    functions = {f.get_function_name(): f.get_user_function() for f in indexed}
+    from localdev.host.invocation import http_request, in_process
     from shared import runtime
     from shared.telemetry import round_trips
 
-    def invoker(name: str, method: str, path: str) -> Any:
-        fn = functions[name]
-        takes_context = "context" in inspect.signature(fn).parameters
-        url = f"http://localhost/api/{path}"
+    app = in_process()  # the one in-process invoker (tests and localdev.chaos use it too)
 
+    def invoker(name: str, method: str, path: str) -> Any:
         async def invoke(token: str) -> Any:
-            req = func.HttpRequest(method, url, headers={
-                "authorization": f"Bearer {token}", "content-type": "application/json"},
-                params={}, route_params={}, body=b"")
-            if takes_context:
-                return await fn(req, context=Context(name))
-            return await fn(req)
+            return await app.run(name, http_request(method, path, token=token))
         return invoke
 
     issue = invoker("issue_token", "POST", "token")
@@ -442,25 +431,15 @@ async def run_purge(cfg: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import replace
     from datetime import datetime, timedelta, timezone
 
-    import azure.functions as func
-
-    import function_app
+    from localdev.host.invocation import http_request, in_process
     from shared import runtime
     from shared.config import get_settings
     from shared.models import PurgeEntry, UserState
     from shared.store import TableIdentityStore
 
-    functions = {f.get_function_name(): f.get_user_function()
-                 for f in function_app.app.get_functions()}
-    issue = functions["issue_token"]
-    takes_context = "context" in inspect.signature(issue).parameters
-
     async def first_op(i: int) -> bool:
-        req = func.HttpRequest("POST", "http://localhost/api/token", headers={
-            "authorization": f"Bearer {cfg['users'][i]['token']}",
-            "content-type": "application/json"}, params={}, route_params={}, body=b"")
-        kwargs = {"context": Context("issue_token")} if takes_context else {}
-        response = await issue(req, **kwargs)
+        req = http_request("POST", "token", token=cfg["users"][i]["token"])
+        response = await in_process().run("issue_token", req)
         return bool(response.status_code == 200)
 
     n = len(cfg["users"])

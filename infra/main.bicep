@@ -92,6 +92,9 @@ param eventActions string = 'Microsoft.Graph.UserDeleted=delete,Microsoft.Graph.
 @description('Name of the identity-mapping table (IDENTITY_TABLE_NAME).')
 param identityTableName string = 'AcsIdentities'
 
+@description('Browser origins allowed to call the API cross-origin, comma-separated, e.g. https://app.contoso.com,http://localhost:5173 (ALLOWED_ORIGINS); "*" allows any origin; empty: no cross-origin access. Platform CORS: siteConfig.cors.allowedOrigins.')
+param allowedOrigins string = ''
+
 // ---- Flex Consumption scale --------------------------------------------------------------
 
 @allowed([
@@ -218,6 +221,7 @@ module api './app/api.bicep' = {
     deletionGraceMinutes: deletionGraceMinutes
     purgeSchedule: purgeSchedule
     eventActions: eventActions
+    allowedOrigins: allowedOrigins
   }
   // The identity needs its storage roles before the platform fetches the deployment package.
   dependsOn: [

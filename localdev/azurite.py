@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -144,14 +146,25 @@ class AzuriteProcess(Managed):
         self.stop()
         raise RuntimeError("azurite did not start in time")
 
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop Azurite so that it saves its data first.
+
+        Azurite keeps tables in LokiJS and writes them to disk only every 5 s
+        (``autosaveInterval: 5000`` in its LokiTableMetadataStore) and when it closes.
+        SIGINT is the signal both ``azurite`` and ``azurite-table`` close on;
+        ``azurite-table`` has no SIGTERM handler, so SIGTERM kills it with up to 5 s
+        of acknowledged writes unsaved. SIGKILL, only if it has not exited after
+        ``timeout``, loses the same.
+        """
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
             try:
-                self._proc.wait(10)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+                proc.kill()
+                proc.wait(5)
         self._proc = None
 
     def restart(self) -> None:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import collections
 import functools
-import inspect
 import json
 import logging
 import os
@@ -28,15 +27,12 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ADMIN_ROLE = "TokenService.Admin"
-HTTP_FUNCTIONS = ("issue_token", "get_me", "revoke_me", "delete_me", "get_user", "revoke_user",
-                  "delete_user", "restore_user", "health")
 #: Words that must never reach a caller in an error body.
 _INTERNALS = ("traceback", "exception", "azure.", "accesskey", "accountkey", "sharedkey",
               "devstoreaccount", "hmac-sha256", "file \"")
@@ -45,58 +41,26 @@ Mint = Callable[[str, bool], str]
 
 
 class InProcessApp:
-    """function_app's functions, called like the Functions worker calls them."""
+    """function_app's functions, invoked through the local host's invocation layer (the
+    worker's request, context and thread pool), as tests/calls.py and the benchmark do."""
 
     def __init__(self) -> None:
-        import function_app
+        from localdev.host.invocation import in_process
 
-        self._module = function_app
-        self._functions: dict[str, Callable[..., Awaitable[Any]]] = {}
-        for name in (*HTTP_FUNCTIONS, "purge_deleted_users"):
-            builder = getattr(function_app, name)
-            self._functions[name] = builder._function.get_user_function()
+        self._app = in_process()
 
     async def call(self, name: str, method: str, path: str, *, token: str | None = None,
                    body: Any = None, user_id: str | None = None,
                    ) -> tuple[int, Any, dict[str, str]]:
-        import azure.functions as func
+        from localdev.host.invocation import http_request
+        from shared.keys import path_form  # the one route value of an id
 
-        headers = {"content-type": "application/json"}
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
-        route = {"userId": user_id.replace("/", "%2F")} if user_id is not None else {}
-        data = b"" if body is None else json.dumps(body).encode()
-        req = func.HttpRequest(method, f"http://localhost/api/{path}", headers=headers,
-                               params={}, route_params=route, body=data)
-        response = await invoke(self._functions[name], req)
-        raw = response.get_body()
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = raw.decode("utf-8", "replace")
-        return response.status_code, payload, dict(response.headers)
+        route = {"userId": path_form(user_id)} if user_id is not None else {}
+        req = http_request(method, path, token=token, body=body, route_params=route)
+        return await self._app.call(name, req)
 
     async def purge(self) -> None:
-        await invoke(self._functions["purge_deleted_users"], None)
-
-
-class _Context:
-    """The parts of ``func.Context`` the app reads."""
-
-    def __init__(self, name: str) -> None:
-        self.invocation_id = str(uuid.uuid4())
-        self.function_name = name
-        self.function_directory = str(Path(__file__).resolve().parents[1])
-        self.trace_context = None
-        self.retry_context = None
-        self.thread_local_storage = None
-
-
-async def invoke(function: Callable[..., Awaitable[Any]], trigger: Any) -> Any:
-    """Call a user function with its trigger argument, plus ``context`` if it takes one."""
-    if "context" in inspect.signature(function).parameters:
-        return await function(trigger, context=_Context(function.__name__))
-    return await function(trigger)
+        await self._app.run_timer("purge_deleted_users")
 
 
 @dataclass
@@ -285,26 +249,94 @@ FAULT_PHASES: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+#: Table Storage stalls (Azurite SIGSTOPped for the phase, then SIGCONT): issue 16's fault
+#: trial. A stall that catches a first token between ACS's create and the row insert is
+#: issue 16 item 1 (the compensation/heal in TokenService).
+STORAGE_PHASES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("calm", {}),
+    ("latency", {"latency_ms": 150}),
+    ("storage-stall", {"stall": True}),
+    ("storage-stall-slow-acs", {"stall": True, "latency_ms": 400}),
+)
+
+#: ACS slower than ACS_TIMEOUT_SECONDS (1 s in chaos): creates whose outcome is unknown.
+#: Each may leak one identity; each must be logged (``acs_create_outcome_unknown``).
+SLOW_ACS_PHASES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("calm", {}),
+    ("slow-acs", {"latency_ms": 1500}),
+)
+
+SCENARIOS: Mapping[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "acs": FAULT_PHASES,
+    "storage": STORAGE_PHASES,
+    "slow-acs": SLOW_ACS_PHASES,
+}
+
+
+class Stall:
+    """SIGSTOP/SIGCONT of a process group (Azurite): it accepts connections and answers
+    nothing, as a hung storage front end would. Always resumed by :meth:`resume`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.stopped = False
+
+    def stop(self) -> None:
+        import signal
+
+        os.killpg(self.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def resume(self) -> None:
+        import signal
+
+        if self.stopped:
+            os.killpg(self.pid, signal.SIGCONT)
+            self.stopped = False
+
+
 async def switch_faults(emulator: Any, rng: random.Random, until: float, *,
-                        phase_seconds: float = 3.0, log: Callable[[str], None] = print) -> None:
-    """Cycle through fault phases until ``until``; leaves the faults cleared."""
+                        phase_seconds: float = 3.0, log: Callable[[str], None] = print,
+                        phases: Sequence[tuple[str, dict[str, Any]]] = FAULT_PHASES,
+                        stall: Stall | None = None) -> None:
+    """Cycle through fault phases until ``until``; leaves the faults cleared (and
+    storage resumed)."""
     loop = asyncio.get_running_loop()
     try:
         while time.monotonic() < until:
-            name, kwargs = rng.choice(FAULT_PHASES)
+            name, spec = rng.choice(phases)
+            kwargs = {k: v for k, v in spec.items() if k != "stall"}
+            if stall is not None:
+                stall.resume()
             await loop.run_in_executor(None, emulator.clear_faults)
             if kwargs:
                 await loop.run_in_executor(None, functools.partial(emulator.set_faults, **kwargs))
+            if spec.get("stall") and stall is not None:
+                stall.stop()
             log(f"chaos: phase {name}")
             await asyncio.sleep(max(0.0, min(phase_seconds, until - time.monotonic())))
     finally:
+        if stall is not None:
+            stall.resume()
         await loop.run_in_executor(None, emulator.clear_faults)
+
+
+class _UnknownOutcomes(logging.Handler):
+    """Counts ``event=acs_create_outcome_unknown`` lines: the leaks the service owns up to."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("event=acs_create_outcome_unknown"):
+            self.count += 1
 
 
 # -- the stack -----------------------------------------------------------------------------
 
 async def run_chaos(seconds: float, seed: int, *, users: int = 30, concurrency: int = 12,
-                    workdir: Path | None = None) -> int:
+                    workdir: Path | None = None, scenario: str = "acs") -> int:
     base = workdir or Path(tempfile.mkdtemp(prefix="acs-chaos-"))
     acs_dir = base / "acs"
     from . import tls
@@ -319,7 +351,10 @@ async def run_chaos(seconds: float, seed: int, *, users: int = 30, concurrency: 
     from .issuer import IssuerServer
 
     rng = random.Random(seed)
-    print(f"chaos: seed {seed}, {seconds:g}s, {users} users, workdir {base}")
+    print(f"chaos: scenario {scenario}, seed {seed}, {seconds:g}s, {users} users, "
+          f"workdir {base}")
+    unknown = _UnknownOutcomes()
+    logging.getLogger("acs_token_service").addHandler(unknown)
     with AzuriteProcess() as azurite, IssuerServer(base / "issuer") as issuer, \
             EmulatorProcess(acs_dir, trusted_jwks_uri=issuer.jwks_uri) as emulator:
         table_name = "chaos" + str(seed)
@@ -354,7 +389,13 @@ async def run_chaos(seconds: float, seed: int, *, users: int = 30, concurrency: 
         workload = Workload(app, mint, [f"chaos-user-{i}" for i in range(users)], rng=rng,
                             concurrency=concurrency)
         until = time.monotonic() + seconds
-        await asyncio.gather(workload.run(until=until), switch_faults(emulator, rng, until))
+        assert azurite._proc is not None
+        stall = Stall(azurite._proc.pid) if scenario == "storage" else None
+        # Phases from their own generator: the same seed gives the same phase sequence,
+        # however the workload's concurrent draws interleave.
+        phase_rng = random.Random(seed ^ 0x5EED)
+        await asyncio.gather(workload.run(until=until), switch_faults(
+            emulator, phase_rng, until, phases=SCENARIOS[scenario], stall=stall))
         print("chaos: faults off, settling")
         await workload.settle()
         await runtime.reset()
@@ -369,7 +410,14 @@ async def run_chaos(seconds: float, seed: int, *, users: int = 30, concurrency: 
         print("chaos: invariants: " + report.summary())
         for problem in outcome.problems:
             print(f"chaos: caller contract broken: {problem}")
-        ok = report.ok and not outcome.problems
+        # A create whose outcome was unknown may leak one identity: that is owned up to
+        # (logged at ERROR), so leaks up to the number of such events are accounted for.
+        leaked = report.of_kind("leaked_identity")
+        others = [v for v in report.violations if v.kind != "leaked_identity"]
+        accounted = len(leaked) <= unknown.count
+        print(f"chaos: {unknown.count} create(s) with unknown outcome logged, "
+              f"{len(leaked)} leaked identit{'y' if len(leaked) == 1 else 'ies'}")
+        ok = not others and accounted and not outcome.problems
         print("chaos: OK" if ok else f"chaos: FAILED (logs kept in {base})")
     if ok and workdir is None:
         shutil.rmtree(base, ignore_errors=True)
@@ -385,13 +433,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=12)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="acs",
+                        help="acs: ACS faults (default); storage: Table Storage stalls "
+                             "(SIGSTOP/SIGCONT of Azurite); slow-acs: ACS slower than "
+                             "ACS_TIMEOUT_SECONDS")
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else 60.0 * (args.minutes or 3.0)
     if seconds <= 0:
         parser.error("the duration must be positive")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     logging.basicConfig(level=logging.WARNING, format="app: %(levelname)s %(name)s %(message)s")
-    return asyncio.run(run_chaos(seconds, seed, users=args.users, concurrency=args.concurrency))
+    return asyncio.run(run_chaos(seconds, seed, users=args.users, concurrency=args.concurrency,
+                                 scenario=args.scenario))
 
 
 if __name__ == "__main__":

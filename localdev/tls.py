@@ -12,7 +12,7 @@ Clients trust ``ca.cert_path`` (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``,
 server certificate is re-issued when it was not signed by the current CA, when
 it does not cover the requested hosts, or when it is close to expiry.  Creation
 is serialised with a lock file so that concurrent tools sharing a directory
-agree on one CA.
+agree on one CA. ``trustme`` issues both certificates; this module keeps them on disk.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import trustme
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .files import write_atomic
 
@@ -45,7 +45,6 @@ __all__ = [
 
 CA_CERT_NAME = "ca.pem"
 CA_KEY_NAME = "ca-key.pem"
-_CA_VALID_DAYS = 3650
 _SERVER_VALID_DAYS = 397
 _RENEW_BEFORE = _dt.timedelta(days=30)
 
@@ -90,14 +89,6 @@ def _dir_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _load_ca(cert_path: Path, key_path: Path) -> CA | None:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -124,49 +115,19 @@ def ensure_ca(directory: str | os.PathLike[str], common_name: str = "localdev CA
         existing = _load_ca(cert_path, key_path)
         if existing is not None:
             return existing
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} {os.urandom(4).hex()}"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "localdev (NOT A REAL CA)"),
-            ]
-        )
-        now = _now()
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _dt.timedelta(days=_CA_VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ski, critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                critical=False,
-            )
-            .sign(key, hashes.SHA256())
+        # A random unit name: each directory's CA has its own subject.
+        ca = trustme.CA(
+            path_length=0,
+            organization_name="localdev (NOT A REAL CA)",
+            organization_unit_name=f"{common_name} {os.urandom(4).hex()}",
         )
         # Key first: a reader that finds ca.pem always finds its key.
-        write_atomic(key_path, _key_pem(key), private=True)
-        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-        return CA(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
+        write_atomic(key_path, ca.private_key_pem.bytes(), private=True)
+        write_atomic(cert_path, ca.cert_pem.bytes())
+        loaded = _load_ca(cert_path, key_path)
+        if loaded is None:  # pragma: no cover - trustme issues an EC CA valid until 3000
+            raise RuntimeError(f"{cert_path}: the new CA does not load")
+        return loaded
 
 
 def _san_entries(hosts: Iterable[str]) -> list[x509.GeneralName]:
@@ -224,48 +185,16 @@ def ensure_server_cert(
     with _dir_lock(d):
         if _server_cert_ok(cert_path, key_path, ca, host_list):
             return cert_path, key_path
-        key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
-        ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host_list[0])]))
-            .issuer_name(ca.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _dt.timedelta(days=_SERVER_VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(_san_entries(host_list)), critical=False)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                critical=False,
-            )
-            .sign(ca.key, hashes.SHA256())
+        issuer = trustme.CA.from_pem(ca.pem, ca.key_path.read_bytes())
+        leaf = issuer.issue_cert(
+            *host_list,
+            common_name=host_list[0],
+            not_before=now - _dt.timedelta(minutes=5),
+            not_after=now + _dt.timedelta(days=_SERVER_VALID_DAYS),
         )
-        write_atomic(key_path, _key_pem(key), private=True)
-        write_atomic(
-            cert_path,
-            cert.public_bytes(serialization.Encoding.PEM) + ca.pem,
-        )
+        write_atomic(key_path, leaf.private_key_pem.bytes(), private=True)
+        write_atomic(cert_path, leaf.cert_chain_pems[0].bytes() + ca.pem)
         return cert_path, key_path
 
 

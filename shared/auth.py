@@ -23,7 +23,7 @@ from typing import Any
 import jwt
 
 from .config import Settings
-from .errors import BadRequest, Unauthenticated, Unavailable
+from .errors import BadRequest, Forbidden, Unauthenticated, Unavailable
 from .keys import validate_user_id
 from .models import Caller
 
@@ -34,7 +34,15 @@ MAX_TOKEN_BYTES = 8192
 LEEWAY_SECONDS = 60
 JWKS_MIN_REFRESH_SECONDS = 30.0
 JWKS_MAX_AGE_SECONDS = 3600.0
+#: The most one key refresh (discovery document and JWKS together) may take; requests
+#: waiting on it answer 503 after this, whatever the issuer does.
+JWKS_FETCH_BUDGET_SECONDS = 3.0
 VERIFIED_CACHE_SIZE = 10000
+#: A verified token is re-checked at least this often, whatever its ``exp`` says.
+VERIFIED_MAX_SECONDS = 3600
+
+#: How App Service Authentication names Entra ID's ``scp`` in X-MS-CLIENT-PRINCIPAL.
+_SCOPE_CLAIM_URI = "http://schemas.microsoft.com/identity/claims/scope"
 
 _CLAIM_ALIASES = {
     "oid": ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier"),
@@ -46,7 +54,10 @@ class JwksCache:
     """The issuer's signing keys by ``kid``, refreshed lazily and rate-limited."""
 
     def __init__(self, issuer: str, jwks_uri: str | None, fetch: Fetch) -> None:
-        self._issuer = issuer
+        # OpenID Connect Discovery 1.0, section 4: a terminating '/' of the issuer is
+        # removed before appending /.well-known/openid-configuration (Entra ID v1 and
+        # Auth0 issuers end with one; tokens are still compared with the issuer as is).
+        self._issuer = issuer.rstrip("/")
         self._jwks_uri = jwks_uri
         self._fetch = fetch
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -71,10 +82,8 @@ class JwksCache:
             if self._fetched_at != seen:
                 return  # another request refreshed while we waited
             try:
-                if self._jwks_uri is None:
-                    config = await self._fetch(f"{self._issuer}/.well-known/openid-configuration")
-                    self._jwks_uri = str(config["jwks_uri"])
-                document = await self._fetch(self._jwks_uri)
+                document = await asyncio.wait_for(self._fetch_document(),
+                                                  JWKS_FETCH_BUDGET_SECONDS)
                 keys: dict[str, jwt.PyJWK] = {}
                 for entry in document.get("keys", []):
                     if entry.get("kid") and entry.get("use", "sig") == "sig":
@@ -82,13 +91,20 @@ class JwksCache:
                             keys[str(entry["kid"])] = jwt.PyJWK(entry)
                         except jwt.PyJWTError:
                             continue
-            except (Unavailable, KeyError, TypeError, ValueError, AttributeError):
+            except (Unavailable, asyncio.TimeoutError, KeyError, TypeError, ValueError,
+                    AttributeError):
                 self._fetched_at = time.monotonic()
                 if self._keys:
                     return  # keep serving with the keys we have
                 raise Unavailable("the identity provider's keys are unavailable") from None
             self._keys = keys
             self._fetched_at = time.monotonic()
+
+    async def _fetch_document(self) -> Any:
+        if self._jwks_uri is None:
+            config = await self._fetch(f"{self._issuer}/.well-known/openid-configuration")
+            self._jwks_uri = str(config["jwks_uri"])
+        return await self._fetch(self._jwks_uri)
 
 
 class JwtAuthenticator:
@@ -106,14 +122,16 @@ class JwtAuthenticator:
         if hit is not None and hit[1] > time.time():
             return hit[0]
         claims = await self._verify(token)
+        expires = _expiry(claims["exp"])
         caller = _caller(claims, self._settings)
-        self._remember(token, caller, float(claims["exp"]))
+        self._remember(token, caller, min(expires, time.time() + VERIFIED_MAX_SECONDS))
         return caller
 
     async def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError, ValueError, TypeError):
+            # RecursionError: a header of thousands of nested arrays (json.loads recurses).
             raise Unauthenticated("the bearer token is malformed") from None
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS:
@@ -136,7 +154,12 @@ class JwtAuthenticator:
             raise Unauthenticated("the token is for another audience") from None
         except jwt.InvalidIssuerError:
             raise Unauthenticated("the token is from another issuer") from None
-        except jwt.PyJWTError:
+        except jwt.MissingRequiredClaimError as exc:
+            # e.g. an Amazon Cognito access token, which carries client_id but no aud
+            raise Unauthenticated(f"the token has no '{exc.claim}' claim") from None
+        except (jwt.PyJWTError, RecursionError, OverflowError, ValueError, TypeError):
+            # Signed by the issuer but hostile anyway (deeply nested claims, numbers
+            # beyond float range): still just an unusable credential, never a 500.
             raise Unauthenticated("the token is invalid") from None
         return claims
 
@@ -160,16 +183,28 @@ class EasyAuthAuthenticator:
         try:
             principal = json.loads(base64.b64decode(raw, validate=False))
             role_type = principal.get("role_typ") or "roles"
+            roles_claim = self._settings.auth_roles_claim
             claims: dict[str, Any] = {}
             for item in principal.get("claims", []):
                 typ, val = str(item["typ"]), str(item["val"])
-                if typ in (role_type, "roles"):
-                    claims.setdefault("roles", []).append(val)
+                if typ in (role_type, "roles", roles_claim):
+                    claims.setdefault(roles_claim, []).append(val)
                 else:
                     claims.setdefault(typ, val)
-        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError,
+                RecursionError):
+            # RecursionError: json.loads on thousands of nested arrays.
             raise Unauthenticated("the principal header is malformed") from None
         return _caller(claims, self._settings)
+
+
+def _expiry(exp: Any) -> float:
+    """``exp`` as a time. PyJWT checked it as ``int(exp)``, which holds any integer
+    (``10**400`` passes); a time beyond float range is no usable expiry, so a 401."""
+    try:
+        return float(int(exp))
+    except (TypeError, ValueError, OverflowError):
+        raise Unauthenticated("the token's expiry is not a usable time") from None
 
 
 def _bearer(headers: Mapping[str, str]) -> str:
@@ -197,11 +232,35 @@ def _caller(claims: Mapping[str, Any], settings: Settings) -> Caller:
     if not isinstance(user_id, str):
         raise Unauthenticated("the token does not name a user")
     try:
-        validate_user_id(user_id)
-    except BadRequest:
-        raise Unauthenticated("the token's user claim is not usable") from None
-    roles = claims.get("roles") or []
-    if isinstance(roles, str):
-        roles = [roles]
-    is_admin = isinstance(roles, list) and settings.auth_admin_role in roles
+        validate_user_id(user_id, field="it")
+    except BadRequest as exc:  # the reason, never the claim's value
+        raise Unauthenticated(f"the token's user claim is not usable: {exc.message}") from None
+    if settings.auth_required_scopes:
+        granted = set(claim_strings(claims, "scp", split=True))
+        granted.update(claim_strings(claims, "scope", split=True))
+        granted.update(claim_strings(claims, _SCOPE_CLAIM_URI, split=True))
+        for scope in settings.auth_required_scopes:
+            if scope not in granted:
+                # Microsoft: a web API verifies the delegated scope and answers 403 when it
+                # is missing (Microsoft.Identity.Web RequiredScopeAttribute).
+                raise Forbidden(f"the token does not carry the required scope '{scope}'")
+    is_admin = settings.auth_admin_role in claim_strings(claims, settings.auth_roles_claim)
     return Caller(user_id=user_id, is_admin=is_admin)
+
+
+def claim_strings(claims: Mapping[str, Any], name: str, *, split: bool = False) -> list[str]:
+    """The strings in claim ``name``: its value if a string, the strings of a list.
+
+    ``name`` is first looked up as one top-level claim, which covers names that contain
+    dots and slashes (Auth0's namespaced ``https://example.com/roles``, Cognito's
+    ``cognito:groups``); only when no such claim exists is it read as a dotted path into
+    nested objects (Keycloak's ``realm_access.roles``). ``split`` splits strings on
+    spaces (OAuth ``scope``/Entra ``scp``: ``"a b"``; Okta's ``scp`` is a list)."""
+    value: Any = claims.get(name)
+    if name not in claims and "." in name:
+        value = claims
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    strings = [item for item in items if isinstance(item, str)]
+    return [word for item in strings for word in item.split()] if split else strings

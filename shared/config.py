@@ -30,6 +30,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "AUTH_JWKS_URI",
     "AUTH_USER_CLAIM",
     "AUTH_ADMIN_ROLE",
+    "AUTH_ROLES_CLAIM",
+    "AUTH_REQUIRED_SCOPES",
     "ALLOWED_SCOPES",
     "DEFAULT_SCOPES",
     "TOKEN_LIFETIME_MINUTES",
@@ -41,6 +43,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "CREATE_LEASE_SECONDS",
     "EVENT_ACTIONS",
     "WEBSITE_AUTH_ENABLED",
+    "AzureWebJobsStorage__queueServiceUri",
+    "REVOKE_QUEUE_NAME",
 )
 
 DEFAULT_EVENT_ACTIONS = (
@@ -48,6 +52,10 @@ DEFAULT_EVENT_ACTIONS = (
     "TokenService.RevokeTokens=revoke,TokenService.DeleteUser=delete"
 )
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+#: Queue names: 3-63 lowercase letters, digits and single dashes, starting and ending
+#: alphanumeric; "-poison" must still fit (the host's poison queue is `<name>-poison`).
+_QUEUE_NAME = re.compile(r"^(?=.{3,56}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
+DEFAULT_REVOKE_QUEUE = "acs-revoke-after-delete"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -67,6 +75,8 @@ class Settings:
     auth_jwks_uri: str | None = None
     auth_user_claims: tuple[str, ...] = ("oid", "sub")
     auth_admin_role: str = "TokenService.Admin"
+    auth_roles_claim: str = "roles"
+    auth_required_scopes: tuple[str, ...] = ()
     allowed_scopes: frozenset[Scope] = frozenset({Scope.CHAT, Scope.VOIP})
     default_scopes: tuple[Scope, ...] = (Scope.CHAT, Scope.VOIP)
     token_lifetime_minutes: int = 1440
@@ -76,6 +86,11 @@ class Settings:
     acs_timeout_seconds: float = 10.0
     create_lease_seconds: int = 60
     event_actions: Mapping[str, EventAction] = field(default_factory=dict)
+    #: Where deletes schedule their delayed revoke: AzureWebJobsStorage's queue service,
+    #: by connection string or (on Azure) by managed identity; neither means in-process.
+    queue_connection: str | None = field(default=None, repr=False)
+    queue_service_uri: str | None = None
+    revoke_queue_name: str = DEFAULT_REVOKE_QUEUE
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -142,7 +157,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not set(default) <= allowed:
         raise ConfigurationError("DEFAULT_SCOPES must be a subset of ALLOWED_SCOPES")
 
+    queue_cs = get("AzureWebJobsStorage")
+    if queue_cs is not None and not _has_queue_endpoint(queue_cs):
+        queue_cs = None
+    queue_uri = None if queue_cs is not None else get("AzureWebJobsStorage__queueServiceUri")
+    if queue_uri is not None:
+        _require_url("AzureWebJobsStorage__queueServiceUri", queue_uri, https=False)
+    queue_name = get("REVOKE_QUEUE_NAME") or DEFAULT_REVOKE_QUEUE
+    if not _QUEUE_NAME.match(queue_name):
+        raise ConfigurationError(
+            "REVOKE_QUEUE_NAME must be 3-56 lowercase letters, digits or single dashes, "
+            "starting and ending with a letter or digit")
+
     return Settings(
+        queue_connection=queue_cs,
+        queue_service_uri=queue_uri,
+        revoke_queue_name=queue_name,
         acs_connection_string=acs_cs,
         acs_endpoint=acs_endpoint,
         table_connection=table_cs,
@@ -150,11 +180,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         azure_client_id=get("AZURE_CLIENT_ID"),
         table_name=table_name,
         auth_mode=mode,
-        auth_issuer=issuer.rstrip("/") if issuer else None,
+        # Exactly as configured: Entra ID v1 (https://sts.windows.net/<tenant>/) and Auth0
+        # (https://<domain>/) issuers end with '/', and `iss` is compared as a string.
+        auth_issuer=issuer,
         auth_audience=audience,
         auth_jwks_uri=jwks,
         auth_user_claims=claims,
         auth_admin_role=get("AUTH_ADMIN_ROLE") or "TokenService.Admin",
+        auth_roles_claim=get("AUTH_ROLES_CLAIM") or "roles",
+        auth_required_scopes=tuple(dict.fromkeys(
+            (get("AUTH_REQUIRED_SCOPES") or "").replace(",", " ").split())),
         allowed_scopes=allowed,
         default_scopes=default,
         token_lifetime_minutes=_int(env, "TOKEN_LIFETIME_MINUTES", 1440, 60, 1440),
@@ -165,6 +200,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         create_lease_seconds=_int(env, "CREATE_LEASE_SECONDS", 60, 5, 3600),
         event_actions=_event_actions(get("EVENT_ACTIONS") or DEFAULT_EVENT_ACTIONS),
     )
+
+
+def _has_queue_endpoint(connection_string: str) -> bool:
+    """Whether a storage connection string reaches a queue service: the emulator
+    shortcut, an explicit QueueEndpoint, or an account with no explicit endpoints at all
+    (the SDK derives them). A table-only string (TableEndpoint alone) does not."""
+    lowered = connection_string.lower().replace(" ", "")
+    if "usedevelopmentstorage=true" in lowered or "queueendpoint=" in lowered:
+        return True
+    return "accountname=" in lowered and "endpoint=" not in lowered.replace(
+        "endpointsuffix=", "").replace("defaultendpointsprotocol=", "")
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:

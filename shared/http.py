@@ -7,10 +7,9 @@ and the service are reached only through ``shared.runtime`` when a request arriv
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -27,14 +26,13 @@ from .errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from .keys import validate_user_id
+from .keys import user_id_from_path
 from .models import Caller, IssuedToken, Scope, TeamsTokenRequest, TokenRequest, UserRecord
 
 if TYPE_CHECKING:
     from .service import TokenService
 
 MAX_BODY_BYTES = 16 * 1024
-B64_PREFIX = "b64."
 _JSON_HEADERS = {
     "Content-Type": "application/json; charset=utf-8",
     "X-Content-Type-Options": "nosniff",
@@ -77,20 +75,10 @@ class Call:
         return parse_json_object(self.request, allowed)
 
     def user_id_param(self) -> str:
-        """The ``{userId}`` route value, exactly as the host decoded it, or ``b64.<id>``.
-
-        The Functions host decodes ``%25`` but leaves ``%2F`` encoded, so ``a%2Fb`` and
-        ``a/b`` would arrive alike: the value is therefore never decoded further, and an
-        id that cannot travel in a path segment (one with ``/``) is addressed as
-        ``b64.`` + its unpadded base64url (UTF-8)."""
-        raw = self.request.route_params.get("userId", "")
-        if raw.startswith(B64_PREFIX):
-            encoded = raw[len(B64_PREFIX):]
-            try:
-                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise BadRequest("userId is not valid b64.<base64url>", field="userId") from None
-        return validate_user_id(raw)
+        """The ``{userId}`` route value, which must be the id's one canonical path form
+        (:func:`shared.keys.path_form`); the value is taken exactly as the host decoded
+        it and never decoded again."""
+        return user_id_from_path(self.request.route_params.get("userId", ""))
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
@@ -168,10 +156,14 @@ def error_response(exc: ServiceError) -> func.HttpResponse:
         headers["WWW-Authenticate"] = (
             'Bearer realm="acs-token-service", error="invalid_token", '
             f'error_description="{message}"')
-    body = _error_body(exc.code, message)
+    body: dict[str, dict[str, str | int]] = {"error": {"code": exc.code, "message": message}}
     target = getattr(exc, "field", None)
     if target:
         body["error"]["target"] = target
+    if exc.retry_after is not None:
+        # Browsers cannot read Retry-After across origins on Azure (platform CORS exposes
+        # no response headers), so the wait is in the body too.
+        body["error"]["retryAfterSeconds"] = exc.retry_after
     return render(Reply(exc.status, body, headers))
 
 
@@ -223,8 +215,20 @@ def parse_json_object(req: func.HttpRequest, allowed: frozenset[str]) -> dict[st
         raise BadRequest("the body must be a JSON object")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise BadRequest(f"unknown field '{_echo(unknown[0])}'", field=_echo(unknown[0]))
+        raise BadRequest(f"unknown field '{_echo(unknown[0])}'; {_closest(unknown[0], allowed)}",
+                         field=_echo(unknown[0]))
     return value
+
+
+def _closest(name: str, known: Iterable[str]) -> str:
+    """'did you mean ...' for a near miss (``expiresIn``), else the known names. difflib is
+    imported here: only a refused request pays for it, not the cold start."""
+    import difflib
+
+    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    if match:
+        return f"did you mean '{match[0]}'?"
+    return "known fields: " + ", ".join(sorted(known))
 
 
 _TOKEN_FIELDS = frozenset({"scopes", "expiresInMinutes"})
@@ -244,7 +248,9 @@ def token_request(call: Call) -> TokenRequest:
             parsed = tuple(dict.fromkeys(Scope(s) for s in scopes))
         except ValueError:
             bad = next(s for s in scopes if s not in Scope._value2member_map_)
-            raise BadRequest(f"unknown scope '{_echo(bad)}'", field="scopes") from None
+            valid = ", ".join(sorted(Scope._value2member_map_))
+            raise BadRequest(f"unknown scope '{_echo(bad)}'; valid scopes: {valid}",
+                             field="scopes") from None
     minutes = body.get("expiresInMinutes")
     if minutes is not None and (
             isinstance(minutes, bool) or not isinstance(minutes, int) or not 60 <= minutes <= 1440):

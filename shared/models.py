@@ -80,6 +80,12 @@ class UserRecord:
     purge_at: datetime | None = None
     etag: str | None = None
 
+    @property
+    def has_identity(self) -> bool:
+        """False for a tombstone: a user deleted while (or before) their first identity
+        was being created, so that the creation can never make them active."""
+        return bool(self.acs_user_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:

@@ -58,6 +58,17 @@ class AcsGateway(Protocol):
     async def exchange_teams_token(self, token: str, app_id: str, user_id: str) -> AcsToken: ...
 
 
+class RevokeScheduler(Protocol):
+    """Durably schedules a second revoke of a deleted user's tokens (docs/protocol.md,
+    "Delete"): it must survive the process that schedules it, so that a token whose
+    issuance was in flight during the delete dies once that issuance has ended."""
+
+    async def revoke_later(self, user_id: str, delay_seconds: float) -> None:
+        """Run ``TokenService.revoke_after_delete(user_id)`` no earlier than
+        ``delay_seconds`` from now; raise :class:`~shared.errors.Unavailable` if the
+        schedule could not be recorded."""
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
     async def sleep(self, seconds: float) -> None: ...

@@ -33,6 +33,7 @@ class _Worker:
         self.authenticator: Authenticator | None = None
         self.store: Any = None
         self.acs: Any = None
+        self.scheduler: Any = None
         self.session: Any = None
         self.credential: Any = None
         self.checkpoint: Checkpoint | None = None
@@ -76,7 +77,7 @@ async def reset() -> None:
     old, _worker = _worker, _Worker()
     reset_settings()
     telemetry.reset_counts()
-    for resource in (old.store, old.acs, old.session, old.credential):
+    for resource in (old.store, old.acs, old.scheduler, old.session, old.credential):
         if resource is not None:
             with contextlib.suppress(Exception):  # closing is best effort
                 await resource.close()
@@ -97,10 +98,13 @@ async def _build() -> None:
                 _worker.store = _store(settings)
             if _worker.acs is None:
                 _worker.acs = _acs(settings)
+            if _worker.scheduler is None:
+                _worker.scheduler = _scheduler(settings)
             kwargs: dict[str, Any] = {}
             if _worker.checkpoint is not None:
                 kwargs["checkpoint"] = _worker.checkpoint
-            _worker.service = TokenService(_worker.store, _worker.acs, settings, **kwargs)
+            _worker.service = TokenService(_worker.store, _worker.acs, settings,
+                                           scheduler=_worker.scheduler, **kwargs)
 
 
 def _authenticator(settings: Settings) -> Authenticator:
@@ -133,6 +137,29 @@ def _acs(settings: Settings) -> Any:
         settings.acs_endpoint, _credential(settings), timeout=settings.acs_timeout_seconds)
 
 
+def _scheduler(settings: Settings) -> Any:
+    """The delayed revoke's queue (AzureWebJobsStorage, as the queue trigger reads it);
+    without one, an in-process timer (docs/protocol.md says what that loses)."""
+    from .queue import InProcessRevokeScheduler, QueueRevokeScheduler
+
+    if settings.queue_connection is not None:
+        return QueueRevokeScheduler.from_connection_string(
+            settings.queue_connection, settings.revoke_queue_name)
+    if settings.queue_service_uri is not None:
+        return QueueRevokeScheduler.from_service_uri(
+            settings.queue_service_uri, settings.revoke_queue_name, _credential(settings))
+    import logging
+
+    logging.getLogger("acs_token_service").warning(
+        "no queue storage configured (AzureWebJobsStorage): a delete's second revoke "
+        "runs in this process and is lost if it stops")
+
+    async def run(user_id: str) -> object:
+        return await (await get_service()).revoke_after_delete(user_id)
+
+    return InProcessRevokeScheduler(run)
+
+
 def _credential(settings: Settings) -> Any:
     """Managed identity (user-assigned when AZURE_CLIENT_ID is set), else the default
     chain; imported only when a connection string is not used."""
@@ -152,7 +179,8 @@ async def _fetch_json(url: str) -> Any:
     import aiohttp
 
     if _worker.session is None:
-        _worker.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        _worker.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=3, sock_connect=2))
     try:
         async with _worker.session.get(url, headers={"Accept": "application/json"}) as response:
             if response.status != 200:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -41,13 +41,47 @@ from .transport import use_env_settings
 T = TypeVar("T")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _DUE_FORMAT = "%Y%m%dT%H%M%SZ"
-#: Bounded SDK retries and timeouts: callers get a prompt 503 rather than a hang.
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long one storage call may take, every SDK attempt and backoff included.
+
+    ``read_timeout`` and ``retry_total`` go to azure-core per call (its RetryPolicy and
+    transport read them from each operation's keyword arguments:
+    https://learn.microsoft.com/python/api/azure-core/azure.core.pipeline.policies.retrypolicy).
+    Those alone do not bound a call: ``read_timeout`` is aiohttp's ``sock_read`` (time
+    between two reads, not in total), a ``Retry-After`` from the service overrides the
+    backoff cap, and azure-core's own ``timeout`` option only caps the connection timeout
+    (and the Tables SDK would send it to the server as its ``timeout`` query parameter).
+    So ``seconds`` is enforced here as well, around the whole call.
+    """
+
+    seconds: float
+    read_timeout: float
+    retry_total: int
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"read_timeout": self.read_timeout, "retry_total": self.retry_total}
+
+
+#: Point reads and writes on a caller's path: two attempts of at most 1.5 s of silence
+#: each. A stalled store costs a token request about 3.5 s before its 503, not 30 s.
+POINT = Budget(seconds=4.0, read_timeout=1.5, retry_total=1)
+#: ``GET /api/health``: one attempt, answered within about 2.5 s.
+PING = Budget(seconds=2.5, read_timeout=2.0, retry_total=0)
+#: Range queries, which only the purge timer runs (up to PURGE_BATCH_SIZE + 1 rows):
+#: it has minutes, so a slow store gets more patience before the run gives up.
+QUERY = Budget(seconds=30.0, read_timeout=10.0, retry_total=2)
+
+#: Client-wide SDK settings; each call overrides ``read_timeout``/``retry_total`` with its
+#: :class:`Budget`. Connecting is fast on any working network; 2 s covers a cold TLS setup.
 TRANSPORT_OPTIONS: dict[str, Any] = {
-    "retry_total": 2,
+    "retry_total": POINT.retry_total,
     "retry_backoff_factor": 0.2,
-    "retry_backoff_max": 2,
-    "connection_timeout": 3,
-    "read_timeout": 10,
+    "retry_backoff_max": 1,
+    "connection_timeout": 2,
+    "read_timeout": POINT.read_timeout,
 }
 
 
@@ -178,13 +212,14 @@ class TableIdentityStore:
             await self._delete(keys.PURGE_PARTITION, _purge_row(entry), entry.etag)
 
     async def ping(self) -> None:
-        await self._get(keys.CLAIMS_PARTITION, "~ping")
+        await self._get(keys.CLAIMS_PARTITION, "~ping", PING)
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _get(self, pk: str, rk: str) -> Any:
+    async def _get(self, pk: str, rk: str, budget: Budget = POINT) -> Any:
         try:
-            return await self._guard(lambda: self._client.get_entity(pk, rk))
+            return await self._guard(
+                lambda: self._client.get_entity(pk, rk, **budget.kwargs()), budget)
         except _Missing:
             return None
 
@@ -192,21 +227,23 @@ class TableIdentityStore:
         async def run() -> list[Any]:
             found: list[Any] = []
             pages = self._client.query_entities(query, parameters=params,
-                                                results_per_page=min(limit, 1000))
+                                                results_per_page=min(limit, 1000),
+                                                **QUERY.kwargs())
             async for entity in pages:
                 found.append(entity)
                 if len(found) >= limit:
                     break
             return found
         try:
-            return await self._guard(run)
+            return await self._guard(run, QUERY)
         except _Missing:
             return []
 
     async def _write(self, op: Callable[..., Awaitable[Any]], entity: dict[str, Any],
                      **kwargs: Any) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = await self._guard(lambda: op(entity=entity, **kwargs))
+            result: dict[str, Any] = await self._guard(
+                lambda: op(entity=entity, **kwargs, **POINT.kwargs()), POINT)
         except _Missing:
             raise PreconditionFailed("the row changed or is gone") from None
         return result
@@ -216,16 +253,19 @@ class TableIdentityStore:
         if etag is not None:
             kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         try:
-            await self._guard(lambda: self._client.delete_entity(pk, rk, **kwargs))
+            await self._guard(
+                lambda: self._client.delete_entity(pk, rk, **kwargs, **POINT.kwargs()), POINT)
         except _Missing:
             if etag is not None:
                 raise PreconditionFailed("the row is gone") from None
 
-    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one SDK call, creating the table on first need, translating errors."""
+    async def _guard(self, call: Callable[[], Awaitable[T]], budget: Budget) -> T:
+        """Run one SDK call within ``budget``, creating the table on first need,
+        translating errors. A call cut off by its budget is :class:`Unavailable`, like a
+        timeout of the SDK's own (for a write, its outcome is unknown either way)."""
         for attempt in range(2):
             try:
-                return await call()
+                return await asyncio.wait_for(call(), budget.seconds)
             except ResourceExistsError:
                 raise StoreConflict("the row already exists") from None
             except ResourceModifiedError:
@@ -233,16 +273,16 @@ class TableIdentityStore:
             except ResourceNotFoundError as exc:
                 if _error_code(exc) != "TableNotFound" or attempt:
                     raise _Missing from None
-                await self._create_table()
+                await self._create_table(budget)
             except HttpResponseError as exc:
                 raise _translate(exc) from None
             except (AzureError, OSError, asyncio.TimeoutError):
                 raise Unavailable("table storage is unreachable") from None
         raise Unavailable("table storage is unreachable")  # pragma: no cover
 
-    async def _create_table(self) -> None:
+    async def _create_table(self, budget: Budget) -> None:
         try:
-            await self._client.create_table()
+            await asyncio.wait_for(self._client.create_table(**budget.kwargs()), budget.seconds)
         except ResourceExistsError:
             pass
         except (AzureError, OSError, asyncio.TimeoutError):

@@ -19,6 +19,9 @@ _metrics = logging.getLogger("acs_token_service.metrics")
 
 invocation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "invocation_id", default=None)
+#: The app user (as :func:`user_ref`) an adapter is acting for, for its own log events.
+current_user: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_user", default=None)
 
 #: The Azure SDK loggers the app sets to WARNING. azure-core's HttpLoggingPolicy logs every
 #: request's URL and headers at INFO, and a Table Storage URL holds the row's key

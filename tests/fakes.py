@@ -179,6 +179,30 @@ class FakeAcs:
         return AcsToken("teams-token", datetime.now(timezone.utc) + timedelta(hours=1))
 
 
+class FakeScheduler:
+    """Records delayed revokes; a test runs them when it decides the delay has passed
+    (the queue's own delay and retries are tested against Azurite in tests/e2e)."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[str, float]] = []
+        self.fail_next = 0
+
+    async def revoke_later(self, user_id: str, delay_seconds: float) -> None:
+        await asyncio.sleep(0)
+        if self.fail_next:
+            self.fail_next -= 1
+            from shared.errors import Unavailable
+
+            raise Unavailable("queue down")
+        self.scheduled.append((user_id, delay_seconds))
+
+    async def run_due(self, service: object) -> list[str]:
+        """Run every scheduled revoke (as the queue trigger would, after the delay)."""
+        due, self.scheduled = self.scheduled, []
+        return [await service.revoke_after_delete(user_id)  # type: ignore[attr-defined]
+                for user_id, _ in due]
+
+
 class ManualClock:
     """A clock tests move by hand; sleeping yields control but takes no time."""
 

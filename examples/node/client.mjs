@@ -5,6 +5,7 @@
 //
 //   API_BASE=http://127.0.0.1:7071/api BEARER_TOKEN=eyJ... node examples/node/client.mjs
 //   node examples/node/client.mjs --api-base URL --bearer-token TOKEN [--scopes chat,voip]
+//   (API and TOKEN, the names `make run` prints, work too)
 //
 // The local stack's API is plain http on loopback, so no NODE_EXTRA_CA_CERTS is needed.
 // Output: "ACS user id: ...", "Token expires: ...", "Refreshes: N", then one JSON line.
@@ -13,8 +14,8 @@ import { AzureCommunicationTokenCredential } from "@azure/communication-common";
 
 function parseArgs(argv) {
   const opts = {
-    apiBase: process.env.API_BASE,
-    bearerToken: process.env.BEARER_TOKEN,
+    apiBase: process.env.API_BASE || process.env.API,
+    bearerToken: process.env.BEARER_TOKEN || process.env.TOKEN,
     scopes: "",
     minutes: undefined,
   };

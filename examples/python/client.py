@@ -8,8 +8,11 @@ local stack prints one).
     API_BASE=http://127.0.0.1:7071/api BEARER_TOKEN=eyJ... python examples/python/client.py
     python examples/python/client.py --api-base URL --bearer-token TOKEN [--scopes chat,voip]
 
+``API`` and ``TOKEN`` (the names ``make run`` prints) work too.
+
 Output (one line each): ``ACS user id: 8:acs:...``, ``Token expires: <ISO time>``,
-``Refreshes: N``, then the same as one JSON line.
+``Refreshes: N``, then the same as one JSON line. When the service refuses, it prints the
+status and the error body on stderr and exits with status 1.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import base64
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +31,10 @@ from typing import Any
 
 from azure.communication.chat import CommunicationTokenCredential
 from azure.core.credentials import AccessToken
+
+
+class RefreshFailed(Exception):
+    """The token service refused, or could not be reached; the message says which."""
 
 
 class TokenServiceRefresher:
@@ -60,7 +68,10 @@ class TokenServiceRefresher:
                 reply = json.load(response)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
-            raise RuntimeError(f"POST {self.url} failed: {exc.code} {detail}") from None
+            raise RefreshFailed(f"POST {self.url} failed: {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RefreshFailed(f"POST {self.url} failed: {reason}") from None
         self.acs_user_id = reply["acsUserId"]
         expires = datetime.fromisoformat(reply["expiresOn"].replace("Z", "+00:00"))
         return AccessToken(reply["token"], int(expires.timestamp()))
@@ -74,10 +85,12 @@ def _expired_placeholder() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api-base", default=os.environ.get("API_BASE"),
-                        help="token service API base (env API_BASE), e.g. http://127.0.0.1:7071/api")
-    parser.add_argument("--bearer-token", default=os.environ.get("BEARER_TOKEN"),
-                        help="the caller's bearer token (env BEARER_TOKEN)")
+    parser.add_argument("--api-base", default=os.environ.get("API_BASE") or os.environ.get("API"),
+                        help="token service API base (env API_BASE or API), "
+                        "e.g. http://127.0.0.1:7071/api")
+    parser.add_argument("--bearer-token",
+                        default=os.environ.get("BEARER_TOKEN") or os.environ.get("TOKEN"),
+                        help="the caller's bearer token (env BEARER_TOKEN or TOKEN)")
     parser.add_argument("--scopes", default="", help="comma list, e.g. chat,voip (default: "
                         "the service's default scopes)")
     parser.add_argument("--minutes", type=int, default=None,
@@ -88,10 +101,19 @@ def main(argv: list[str] | None = None) -> int:
 
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     refresher = TokenServiceRefresher(args.api_base, args.bearer_token, scopes, args.minutes)
-    with CommunicationTokenCredential(_expired_placeholder(), token_refresher=refresher,
-                                      proactive_refresh=True) as credential:
-        token = credential.get_token()   # what every ACS client (chat, calling) calls
-        token = credential.get_token()   # cached: no second call to the service
+    # The credential also refreshes on its own timer thread: a refusal there is reported
+    # once, by the main thread, not as a thread's traceback.
+    default_hook = threading.excepthook
+    threading.excepthook = lambda hook_args: (
+        None if isinstance(hook_args.exc_value, RefreshFailed) else default_hook(hook_args))
+    try:
+        with CommunicationTokenCredential(_expired_placeholder(), token_refresher=refresher,
+                                          proactive_refresh=True) as credential:
+            token = credential.get_token()   # what every ACS client (chat, calling) calls
+            token = credential.get_token()   # cached: no second call to the service
+    except RefreshFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     expires = datetime.fromtimestamp(token.expires_on, timezone.utc).isoformat()
     print(f"ACS user id: {refresher.acs_user_id}")
     print(f"Token expires: {expires}")

@@ -47,6 +47,12 @@ param deletionGraceMinutes int
 param purgeSchedule string
 param eventActions string
 
+// Browser access (platform CORS): comma-separated origins, '*' for any, '' for none
+param allowedOrigins string = ''
+
+// ' a , b ,' -> ['a', 'b']; '' -> [] (an empty list: the platform adds no CORS headers)
+var corsAllowedOrigins = filter(map(split(allowedOrigins, ','), origin => trim(origin)), origin => !empty(origin))
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -76,6 +82,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
+      // CORS is platform configuration on Azure (the app sets no CORS headers). Callers send
+      // a bearer token in Authorization, not cookies, so credentialed CORS stays off; that
+      // also keeps '*' legal (browsers refuse '*' with credentials).
+      cors: {
+        allowedOrigins: corsAllowedOrigins
+        supportCredentials: false
+      }
     }
     functionAppConfig: {
       deployment: {
@@ -130,6 +143,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TOKEN_LIFETIME_MINUTES: string(tokenLifetimeMinutes)
     DELETION_GRACE_MINUTES: string(deletionGraceMinutes)
     PURGE_SCHEDULE: purgeSchedule
+    // A delete's delayed second revoke: a message on this queue of the AzureWebJobsStorage
+    // account (identity-based via AzureWebJobsStorage__queueServiceUri), read by the
+    // revoke_after_delete trigger. The trigger needs Storage Queue Data Reader + Message
+    // Processor, sending needs Message Sender (learn.microsoft.com/azure/azure-functions/
+    // functions-bindings-storage-queue#grant-permission-to-the-identity); the identity's
+    // Storage Queue Data Contributor (rbac.bicep) includes all three
+    REVOKE_QUEUE_NAME: 'acs-revoke-after-delete'
     EVENT_ACTIONS: eventActions
   }
 }

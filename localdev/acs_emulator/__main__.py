@@ -41,7 +41,24 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="accept Entra Bearer tokens and Teams exchange tokens signed by keys at this JWKS URI",
     )
     p.add_argument("--jwks-ca-file", default=None, help="CA bundle for an https JWKS URI")
+    p.add_argument(
+        "--revoke-delay",
+        type=float,
+        default=0.0,
+        help="seconds before a revoke takes effect (Azure: up to 900; default 0: immediately)",
+    )
+    p.add_argument(
+        "--expires-on-digits",
+        type=int,
+        default=None,
+        help="fixed fractional digits in expiresOn, 0..7 (default: up to 7, trailing zeros "
+        "dropped, like the service)",
+    )
     a = p.parse_args(argv)
+    if a.revoke_delay < 0:
+        p.error("--revoke-delay must be >= 0")
+    if a.expires_on_digits is not None and not 0 <= a.expires_on_digits <= 7:
+        p.error("--expires-on-digits must be 0..7")
     if a.rate_scale <= 0:
         p.error("--rate-scale must be > 0")
     if a.throttle_window <= 0:
@@ -57,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         throttle_window=a.throttle_window,
         trusted_jwks_uri=a.trusted_jwks_uri,
         jwks_cafile=a.jwks_ca_file,
+        revoke_delay=a.revoke_delay,
+        expires_on_digits=a.expires_on_digits,
     )
 
 

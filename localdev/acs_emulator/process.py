@@ -41,6 +41,7 @@ class EmulatorProcess(Managed):
         access_key: str | None = None,
         state_file: str | os.PathLike[str] | None = None,
         trusted_jwks_uri: str | None = None,
+        revoke_delay: float = 0.0,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 20.0,
     ):
@@ -50,6 +51,7 @@ class EmulatorProcess(Managed):
         self.access_key = access_key
         self.state_file = Path(state_file).resolve() if state_file is not None else None
         self.trusted_jwks_uri = trusted_jwks_uri
+        self.revoke_delay = revoke_delay
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.info: dict[str, Any] = {}
@@ -109,6 +111,8 @@ class EmulatorProcess(Managed):
             cmd += ["--state-file", str(self.state_file)]
         if self.trusted_jwks_uri:
             cmd += ["--trusted-jwks-uri", self.trusted_jwks_uri]
+        if self.revoke_delay:
+            cmd += ["--revoke-delay", repr(float(self.revoke_delay))]
         cmd += list(self.extra_args)
         return cmd
 
@@ -242,3 +246,17 @@ class EmulatorProcess(Managed):
 
     def reset(self) -> None:
         self.control("POST", "reset", {})
+
+    def configure(
+        self,
+        revoke_delay: float | None = None,
+        expires_on_digits: int | str | None = "keep",
+    ) -> dict[str, Any]:
+        """Change the revoke delay and/or the expiresOn shape until the next ``reset()``."""
+        body: dict[str, Any] = {}
+        if revoke_delay is not None:
+            body["revokeDelaySeconds"] = revoke_delay
+        if expires_on_digits != "keep":
+            body["expiresOnDigits"] = expires_on_digits
+        result: dict[str, Any] = self.control("POST", "config", body)
+        return result

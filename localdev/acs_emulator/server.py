@@ -1,8 +1,11 @@
 """The ACS Identity emulator: an aiohttp low-level HTTPS server.
 
 Hot path (issue token): route on the raw request target, check api-version,
-verify HMAC, count, (latency, faults), throttle, sign an ES256 JWT.  No
-per-request key parsing, no router, no middleware, no access log.
+verify HMAC, count, (latency, faults), throttle, sign an RS256 JWT (signatures of identical
+payloads are cached).  No per-request key parsing, no router, no middleware, no access log.
+
+Where the real service's answer is recorded, the emulator copies it and the code cites the
+recording; docs/emulator.md lists what is copied and what is only plausible.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import struct
 import sys
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,7 @@ from .auth import ACS_AUDIENCES, TEAMS_AUDIENCE, AuthError, HmacAuth, JwksVerifi
 from .state import State
 from .throttle import WINDOW_SECONDS, Throttle
 from .tokens import (
+    TICKS_PER_SECOND,
     SigningMaterial,
     TokenError,
     TokenSigner,
@@ -41,19 +46,10 @@ from .tokens import (
     load_or_create_resource_id,
     load_or_create_signing,
 )
+from .versions import IDENTITY_HEADER, RULES, TEAMS_HEADER, VersionRules, supported
 
 log = logging.getLogger("acs_emulator")
 
-# Published stable api-versions of the ACS Identity data plane.
-SUPPORTED_API_VERSIONS = ("2021-03-07", "2022-06-01", "2022-10-01", "2023-10-01")
-_SUPPORTED_SET = frozenset(SUPPORTED_API_VERSIONS)
-API_SUPPORTED_HEADER = ", ".join(SUPPORTED_API_VERSIONS)
-# expiresInMinutes exists from 2023-10-01; Teams exchange from 2022-06-01.
-_CUSTOM_EXPIRY_FROM = "2023-10-01"
-_TEAMS_FROM = "2022-06-01"
-
-VALID_SCOPES = ("chat", "voip", "chat.join", "chat.join.limited", "voip.join")
-_VALID_SCOPES_SET = frozenset(VALID_SCOPES)
 DEFAULT_MINUTES = 1440
 MIN_MINUTES, MAX_MINUTES = 60, 1440
 TOKEN_SCP = 1792
@@ -66,7 +62,23 @@ OPERATIONS = (
     "exchangeTeamsUserAccessToken",
 )
 
+# Success bodies carry a charset, error bodies do not (every recorded error response, e.g.
+# Azure/azure-sdk-for-python sdk/communication/azure-communication-identity/tests/recordings/
+# test_communication_identity_client.pyTestClienttest_get_token_with_no_scopes.json).
 JSON_CT = "application/json; charset=utf-8"
+ERROR_CT = "application/json"
+#: Request-mapping key holding the api-supported-versions header of the routed operation.
+_ADVERTISE = "acs_advertise"
+_TEAMS_OP = "exchangeTeamsUserAccessToken"
+# Recorded Teams exchange answers (Azure/azure-sdk-for-python sdk/communication/
+# azure-communication-identity/tests/recordings/test_communication_identity_client.pyTestClient
+# test_get_token_for_teams_user_with_*.json): an invalid, expired or empty token is a 401 that
+# is checked before the other fields; a wrong appId/userId is a 400 naming the field.
+TEAMS_INVALID_TOKEN = ("InvalidAccessToken", "Provided access token is not valid.")
+TEAMS_WRONG_APP = "AAD application is not the expected one."
+TEAMS_WRONG_USER = "Provided AAD token issued for unexpected user."
+#: Scopes an Entra token must carry for the exchange (short names as Entra writes them in scp).
+TEAMS_REQUIRED_SCOPES = ("Teams.ManageCalls", "Teams.ManageChats")
 
 
 @dataclass
@@ -82,6 +94,10 @@ class Config:
     trusted_jwks_uri: str | None = None
     jwks_cafile: str | None = None
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)
+    #: Seconds before a revoke takes effect (Azure: "up to 15 minutes"); 0 = immediately.
+    revoke_delay: float = 0.0
+    #: Fixed number of fractional digits in expiresOn (None: like .NET, up to 7, trimmed).
+    expires_on_digits: int | None = None
 
 
 class _Fault:
@@ -131,6 +147,17 @@ def _error_body(
     return json.dumps({"error": err}, separators=(",", ":")).encode()
 
 
+_RULES_2023_10_01 = RULES["2023-10-01"]
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return len(value) == 36
+
+
 def _ms_cv() -> str:
     return base64.b64encode(os.urandom(16))[:22].decode("ascii") + ".0"
 
@@ -167,6 +194,8 @@ class Emulator:
         self.latency = 0.0
         self.faults: list[_Fault] = []
         self._hangs: set[asyncio.Event] = set()
+        self.revoke_delay = cfg.revoke_delay
+        self.expires_on_digits = cfg.expires_on_digits
         self._reset_counters()
 
     # ------------------------------------------------------------------ counters
@@ -185,17 +214,26 @@ class Emulator:
 
     # ------------------------------------------------------------------ responses
     @staticmethod
-    def _headers(request: web.BaseRequest, json_body: bool) -> dict[str, str]:
-        h = {"MS-CV": _ms_cv(), "api-supported-versions": API_SUPPORTED_HEADER}
-        if json_body:
-            h["Content-Type"] = JSON_CT
+    def _headers(
+        request: web.BaseRequest, content_type: str | None, advertise: bool = True
+    ) -> dict[str, str]:
+        """MS-CV, the routed operation's own api-supported-versions, echoed request id.
+
+        The header is per operation (the Teams exchange advertises fewer versions) and is
+        missing from 401s and from "field is required" 400s, as in the recordings.
+        """
+        h = {"MS-CV": _ms_cv()}
+        if advertise:
+            h["api-supported-versions"] = request.get(_ADVERTISE, IDENTITY_HEADER)
+        if content_type is not None:
+            h["Content-Type"] = content_type
         crid = request.headers.get("x-ms-client-request-id")
         if crid is not None:
             h["x-ms-client-request-id"] = crid
         return h
 
     def _json(self, request: web.BaseRequest, status: int, body: bytes) -> web.Response:
-        return web.Response(status=status, body=body, headers=self._headers(request, True))
+        return web.Response(status=status, body=body, headers=self._headers(request, JSON_CT))
 
     def _error(
         self,
@@ -206,14 +244,34 @@ class Emulator:
         target: str | None = None,
         inner: str | None = None,
         extra_headers: dict[str, str] | None = None,
+        advertise: bool = True,
     ) -> web.Response:
-        resp = self._json(request, status, _error_body(code, message, target, inner))
+        resp = web.Response(
+            status=status,
+            body=_error_body(code, message, target, inner),
+            headers=self._headers(request, ERROR_CT, advertise and status != 401),
+        )
         if extra_headers:
             resp.headers.update(extra_headers)
         return resp
 
+    def _required(self, request: web.BaseRequest, name: str) -> _Done:
+        """ASP.NET model validation, as recorded: ``Scopes: The Scopes field is required.``
+        (...test_get_token_with_no_scopes.json, ...test_get_token_for_teams_user_with_invalid_
+        client_id[empty_client_id-].json), target = the field, no api-supported-versions."""
+        return _Done(
+            self._error(
+                request,
+                400,
+                "ValidationError",
+                f"{name}: The {name} field is required.",
+                target=name,
+                advertise=False,
+            )
+        )
+
     def _no_content(self, request: web.BaseRequest) -> web.Response:
-        return web.Response(status=204, headers=self._headers(request, False))
+        return web.Response(status=204, headers=self._headers(request, None))
 
     # ------------------------------------------------------------------ entry point
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -223,7 +281,9 @@ class Emulator:
             return await self._control(request, path)
         try:
             op, ident = self._route(request, path)
-            api_version = self._api_version(request, query, op)
+            if op == _TEAMS_OP:
+                request[_ADVERTISE] = TEAMS_HEADER
+            rules = self._api_version(request, query, op)
             body = await request.read()
             await self._authenticate(request, raw, body)
             self.requests[op] += 1
@@ -243,9 +303,9 @@ class Emulator:
                     extra_headers={"Retry-After": str(retry_after)},
                 )
             if op == "issueAccessToken":
-                return self._issue(request, ident, body, api_version)
+                return self._issue(request, ident, body, rules)
             if op == "createIdentity":
-                return self._create(request, body, api_version)
+                return self._create(request, body, rules)
             if op == "revokeAccessTokens":
                 return self._revoke(request, ident)
             if op == "deleteIdentity":
@@ -310,9 +370,9 @@ class Emulator:
             )
         return op, ident
 
-    def _api_version(self, request: web.BaseRequest, query: str, op: str) -> str:
+    def _api_version(self, request: web.BaseRequest, query: str, op: str) -> VersionRules:
         if query == "api-version=2023-10-01":
-            return "2023-10-01"
+            return _RULES_2023_10_01
         version: str | None = None
         for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True):
             if k.lower() == "api-version":
@@ -328,9 +388,8 @@ class Emulator:
                     target="api-version",
                 )
             )
-        if version not in _SUPPORTED_SET or (
-            op == "exchangeTeamsUserAccessToken" and version < _TEAMS_FROM
-        ):
+        teams = op == _TEAMS_OP
+        if not supported(version, teams):
             raise _Done(
                 self._error(
                     request,
@@ -338,11 +397,11 @@ class Emulator:
                     "UnsupportedApiVersion",
                     f"The HTTP resource that matches the request URI '{request.raw_path}' does not "
                     f"support the API version '{version}'. Supported versions: "
-                    f"{API_SUPPORTED_HEADER}.",
+                    f"{TEAMS_HEADER if teams else IDENTITY_HEADER}.",
                     target="api-version",
                 )
             )
-        return version
+        return RULES[version]
 
     async def _authenticate(self, request: web.BaseRequest, raw: str, body: bytes) -> None:
         authz = request.headers.get("Authorization", "")
@@ -456,26 +515,33 @@ class Emulator:
             )
         return data
 
-    def _scopes(self, request: web.BaseRequest, value: Any, target: str) -> list[str]:
+    def _scopes(
+        self, request: web.BaseRequest, value: Any, target: str, rules: VersionRules
+    ) -> list[str]:
+        if value is None:
+            raise self._required(request, target)
         if not isinstance(value, list) or not value:
+            # Real answer for a non-list or an empty list: not recorded (plausible only).
             raise _Done(
                 self._error(
                     request,
                     400,
                     "ValidationError",
-                    f"{target} must be a non-empty array of scopes: {', '.join(VALID_SCOPES)}.",
+                    f"{target} must be a non-empty array of scopes: {rules.scope_list}.",
                     target=target,
                 )
             )
         out: list[str] = []
         for s in value:
-            if not isinstance(s, str) or s not in _VALID_SCOPES_SET:
+            if not isinstance(s, str) or s not in rules.scopes:
+                # Per api-version scope lists from the specs; the message is not recorded.
                 raise _Done(
                     self._error(
                         request,
                         400,
                         "ValidationError",
-                        f"Scope '{s}' is invalid. Valid scopes are: {', '.join(VALID_SCOPES)}.",
+                        f"Scope '{s}' is invalid in api-version {rules.version}. Valid scopes "
+                        f"are: {rules.scope_list}.",
                         target=target,
                     )
                 )
@@ -483,8 +549,14 @@ class Emulator:
                 out.append(s)
         return out
 
-    def _minutes(self, request: web.BaseRequest, value: Any, api_version: str) -> int:
-        if value is None or api_version < _CUSTOM_EXPIRY_FROM:
+    def _minutes(self, request: web.BaseRequest, value: Any, rules: VersionRules) -> int:
+        """``expiresInMinutes`` from 2022-10-01 (older versions do not know it and ignore it).
+
+        Azure/azure-sdk-for-python .../recordings/test_communication_identity_client.pyTestClient
+        test_get_token_with_invalid_custom_expirations[max_invalid_mins-1441].json: 1441 on
+        2022-10-01 is a 400 with this exact message and target.
+        """
+        if value is None or not rules.custom_expiry:
             return DEFAULT_MINUTES
         if (
             isinstance(value, bool)
@@ -527,57 +599,75 @@ class Emulator:
 
     # ------------------------------------------------------------------ token issuance
     def _token(
-        self, ident: str, scopes: list[str], exp_epoch: float, gen: int, now: float
+        self, ident: str, scopes: list[str], exp_ticks: int, iat: int
     ) -> dict[str, str]:
-        iat = int(now)
+        """Claims in the real token's order: skypeid, scp, csi, exp, acsScope, resourceId, iat."""
         claims = {
             "skypeid": ident[2:],
             "scp": TOKEN_SCP,
             "csi": str(iat),
-            "exp": int(exp_epoch),
-            "rgn": "amer",
+            "exp": exp_ticks // TICKS_PER_SECOND,
             "acsScope": ",".join(scopes),
             "resourceId": self.resource_id,
-            "resourceLocation": "unitedstates",
             "iat": iat,
-            "emuGen": gen,
         }
         self.tokens_issued += 1
-        return {"token": self.signer.sign(claims), "expiresOn": iso_expires_on(exp_epoch)}
+        return {
+            "token": self.signer.sign(claims),
+            "expiresOn": iso_expires_on(exp_ticks, self.expires_on_digits),
+        }
+
+    def _issue_for(self, request: web.BaseRequest, ident: str, scopes: list[str],
+                   minutes: int) -> dict[str, str]:
+        now_ns = time.time_ns()
+        iat = self.state.issue_iat(ident, now_ns / 1e9)
+        if iat is None:
+            raise self._not_found(request, ident)
+        exp_ticks = now_ns // 100 + minutes * 60 * TICKS_PER_SECOND
+        return self._token(ident, scopes, exp_ticks, iat)
 
     # ------------------------------------------------------------------ operations
-    def _create(self, request: web.BaseRequest, body: bytes, api_version: str) -> web.Response:
+    def _create(self, request: web.BaseRequest, body: bytes, rules: VersionRules) -> web.Response:
         data = self._parse_body(request, body, required=False)
+        if data.get("customId") is not None:
+            raise _Done(
+                self._error(
+                    request,
+                    400,
+                    "EmulatorUnsupported",
+                    "customId is not implemented by the ACS emulator."
+                    if rules.custom_id
+                    else f"customId does not exist in api-version {rules.version}.",
+                    target="customId",
+                )
+            )
+        # createTokenWithScopes null: 201 with the identity only (...test_create_user_and_token_
+        # with_no_scopes.json).
         raw_scopes = data.get("createTokenWithScopes")
         scopes = (
-            self._scopes(request, raw_scopes, "CreateTokenWithScopes")
+            self._scopes(request, raw_scopes, "CreateTokenWithScopes", rules)
             if raw_scopes is not None
             else None
         )
-        minutes = self._minutes(request, data.get("expiresInMinutes"), api_version)
+        minutes = self._minutes(request, data.get("expiresInMinutes"), rules)
         ident = self.state.create()
         self.identities_created += 1
         result: dict[str, Any] = {"identity": {"id": ident}}
         if scopes:
-            now = time.time()
-            result["accessToken"] = self._token(ident, scopes, now + minutes * 60, 0, now)
+            result["accessToken"] = self._issue_for(request, ident, scopes, minutes)
         return self._json(request, 201, json.dumps(result, separators=(",", ":")).encode())
 
     def _issue(
-        self, request: web.BaseRequest, ident: str, body: bytes, api_version: str
+        self, request: web.BaseRequest, ident: str, body: bytes, rules: VersionRules
     ) -> web.Response:
         data = self._parse_body(request, body, required=True)
-        scopes = self._scopes(request, data.get("scopes"), "Scopes")
-        minutes = self._minutes(request, data.get("expiresInMinutes"), api_version)
-        gen = self.state.generation(ident)
-        if gen is None:
-            raise self._not_found(request, ident)
-        now = time.time()
-        tok = self._token(ident, scopes, now + minutes * 60, gen, now)
+        scopes = self._scopes(request, data.get("scopes"), "Scopes", rules)
+        minutes = self._minutes(request, data.get("expiresInMinutes"), rules)
+        tok = self._issue_for(request, ident, scopes, minutes)
         return self._json(request, 200, json.dumps(tok, separators=(",", ":")).encode())
 
     def _revoke(self, request: web.BaseRequest, ident: str) -> web.Response:
-        if not self.state.revoke(ident):
+        if not self.state.revoke(ident, time.time(), self.revoke_delay):
             raise self._not_found(request, ident)
         return self._no_content(request)
 
@@ -588,38 +678,66 @@ class Emulator:
         return self._no_content(request)
 
     async def _exchange(self, request: web.BaseRequest, body: bytes) -> web.Response:
+        """The Teams exchange, in the order the recordings show: the token first (401), then
+        required fields, then GUID formats, then the token's appid/oid against appId/userId."""
         data = self._parse_body(request, body, required=True)
-        for name in ("token", "appId", "userId"):
-            v = data.get(name)
-            if not isinstance(v, str) or not v:
+        claims = await self._teams_claims(request, data.get("token"))
+        for name in ("appId", "userId"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise self._required(request, name[0].upper() + name[1:])
+        app_id, user_id = data["appId"], data["userId"]
+        for name, value in (("AppId", app_id), ("UserId", user_id)):
+            if not _is_guid(value):
+                # ...test_get_token_for_teams_user_with_invalid_client_id[invalid_client_id-
+                # invalid].json / ..._invalid_user_object_id[invalid_user_object_id-invalid].json
                 raise _Done(
                     self._error(
                         request,
                         400,
                         "ValidationError",
-                        f"The {name} field is required.",
-                        target=name[0].upper() + name[1:],
+                        f"Provided {name} has invalid format.",
+                        target=name[0].lower() + name[1:],
                     )
                 )
-        invalid = _Done(
-            self._error(request, 401, "InvalidAccessToken", "Provided access token is not valid.")
-        )
-        if self.jwks is None:
-            raise invalid
-        try:
-            claims = await self.jwks.verify(data["token"], TEAMS_AUDIENCE)
-        except AuthError:
-            raise invalid from None
         app = claims.get("appid", claims.get("azp"))
         oid = claims.get("oid")
-        if app != data["appId"] or oid != data["userId"] or not isinstance(oid, str):
-            raise invalid
-        now = time.time()
-        exp = min(float(claims["exp"]), now + 24 * 3600)
-        if exp <= now:
-            raise invalid
-        tok = self._token(f"8:orgid:{oid}", ["voip", "chat"], exp, 0, now)
+        if not isinstance(app, str) or app.lower() != app_id.lower():
+            # ...test_get_token_for_teams_user_with_wrong_client_id.json
+            raise _Done(self._error(request, 400, "ValidationError", TEAMS_WRONG_APP, "appId"))
+        if not isinstance(oid, str) or oid.lower() != user_id.lower():
+            # ...test_get_token_for_teams_user_with_wrong_user_object_id.json
+            raise _Done(self._error(request, 400, "ValidationError", TEAMS_WRONG_USER, "userId"))
+        now_ns = time.time_ns()
+        exp = min(float(claims["exp"]), now_ns / 1e9 + 24 * 3600)
+        tok = self._token(
+            f"8:orgid:{oid}", ["voip", "chat"], int(exp * TICKS_PER_SECOND),
+            now_ns // 1_000_000_000,
+        )
         return self._json(request, 200, json.dumps(tok, separators=(",", ":")).encode())
+
+    async def _teams_claims(self, request: web.BaseRequest, token: Any) -> dict[str, Any]:
+        """Claims of a valid Entra token of a Teams user, else the recorded 401.
+
+        Valid: signed by a key of --trusted-jwks-uri, audience
+        https://auth.msft.communication.azure.com, not expired, a tenant (``tid``) and both
+        Teams.ManageCalls and Teams.ManageChats in ``scp`` (what the real service requires;
+        its answer when they are missing is not recorded, the emulator uses the same 401).
+        """
+        invalid = _Done(self._error(request, 401, *TEAMS_INVALID_TOKEN))
+        if not isinstance(token, str) or not token or self.jwks is None:
+            raise invalid
+        try:
+            claims = await self.jwks.verify(token, TEAMS_AUDIENCE)
+        except AuthError:
+            raise invalid from None
+        scp = claims.get("scp")
+        granted = {s.rsplit("/", 1)[-1] for s in scp.split()} if isinstance(scp, str) else set()
+        tid = claims.get("tid")
+        if not all(s in granted for s in TEAMS_REQUIRED_SCOPES) or not (
+            isinstance(tid, str) and _is_guid(tid)
+        ):
+            raise invalid
+        return claims
 
     # ------------------------------------------------------------------ token validation
     def validate(self, token: str) -> dict[str, Any]:
@@ -631,19 +749,21 @@ class Emulator:
                 ident = "8:" + exc.claims["skypeid"]
             return {"valid": False, "reason": exc.reason, "identity": ident}
         skypeid = claims.get("skypeid")
-        if not isinstance(skypeid, str):
+        iat = claims.get("iat")
+        if not isinstance(skypeid, str) or not isinstance(iat, int):
             return {"valid": False, "reason": "malformed", "identity": None}
         ident = "8:" + skypeid
+        now = time.time()
         exp = claims.get("exp")
-        if not isinstance(exp, (int, float)) or exp <= time.time():
+        if not isinstance(exp, (int, float)) or exp <= now:
             return {"valid": False, "reason": "expired", "identity": ident}
         if ident.startswith("8:orgid:"):
             return {"valid": True, "reason": "ok", "identity": ident}
-        gen = self.state.generation(ident)
-        if gen is None:
+        revoked = self.state.revoked(ident, iat, now)
+        if revoked is None:
             reason = "deleted" if ident in self.state.deleted else "unknown-identity"
             return {"valid": False, "reason": reason, "identity": ident}
-        if claims.get("emuGen") != gen:
+        if revoked:
             return {"valid": False, "reason": "revoked", "identity": ident}
         return {"valid": True, "reason": "ok", "identity": ident}
 
@@ -664,7 +784,31 @@ class Emulator:
             "latencyMs": round(self.latency * 1000),
             "pendingFaults": [f.describe() for f in self.faults],
             "hanging": len(self._hangs),
+            "config": self.config(),
         }
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "revokeDelaySeconds": self.revoke_delay,
+            "expiresOnDigits": self.expires_on_digits,
+        }
+
+    def _set_config(self, data: dict[str, Any]) -> str | None:
+        """Apply a /_emulator/config body; return an error message or None."""
+        delay = data.get("revokeDelaySeconds", self.revoke_delay)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            return "revokeDelaySeconds must be a non-negative number"
+        digits = data.get("expiresOnDigits", self.expires_on_digits)
+        if digits is not None and (
+            isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 7
+        ):
+            return "expiresOnDigits must be null or an integer 0..7"
+        unknown = set(data) - {"revokeDelaySeconds", "expiresOnDigits"}
+        if unknown:
+            return f"unknown config keys: {', '.join(sorted(unknown))}"
+        self.revoke_delay = float(delay)
+        self.expires_on_digits = digits
+        return None
 
     def reset(self) -> None:
         self.state.clear()
@@ -672,6 +816,8 @@ class Emulator:
         self.faults.clear()
         self.latency = 0.0
         self.release_hangs()
+        self.revoke_delay = self.cfg.revoke_delay
+        self.expires_on_digits = self.cfg.expires_on_digits
         self._reset_counters()
 
     def _set_faults(self, data: dict[str, Any]) -> str | None:
@@ -761,7 +907,9 @@ class Emulator:
                 )
             if name == "health":
                 return ok({"status": "ok", "resourceId": self.resource_id})
-        elif method == "POST" and name in ("validate", "faults", "reset"):
+            if name == "config":
+                return ok(self.config())
+        elif method == "POST" and name in ("validate", "faults", "reset", "config"):
             data = await body_obj()
             if data is None:
                 return bad("body must be a JSON object")
@@ -770,6 +918,9 @@ class Emulator:
                 if not isinstance(token, str):
                     return bad("token must be a string")
                 return ok(self.validate(token))
+            if name == "config":
+                err = self._set_config(data)
+                return bad(err) if err else ok(self.config())
             if name == "faults":
                 err = self._set_faults(data)
                 if err:

@@ -1,4 +1,11 @@
-"""ES256 access tokens shaped like ACS identity tokens, and the persisted keys.
+"""RS256 access tokens shaped like ACS identity tokens, and the persisted keys.
+
+Real ACS tokens are RS256 JWTs whose header carries ``kid`` and ``x5t`` and whose payload is
+exactly ``skypeid, scp, csi, exp, acsScope, resourceId, iat`` (a sanitised real token decoded in
+Azure/azure-cli-extensions src/communication/azext_communication/tests/latest/
+test_communication_chat_scenario.py); they are about 800 characters long.  The emulator signs
+with a 2048-bit RSA key, so its tokens have the same header, claims and size, and carry no
+private claim: revocation state lives in the emulator (see ``state.py``).
 
 Payload segments are always free of ``-`` and ``_``: the Python SDK's
 ``CommunicationTokenCredential`` decodes the payload with *standard* base64.
@@ -26,11 +33,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from localdev import tls
@@ -41,7 +44,11 @@ SIGNING_CERT_FILE = "acs-signing-cert.pem"
 ACCESS_KEY_FILE = "acs-access-key.txt"
 RESOURCE_ID_FILE = "acs-resource-id.txt"
 
-_ECDSA = ec.ECDSA(hashes.SHA256())
+_PKCS1 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+#: Signatures are deterministic (PKCS#1 v1.5): identical payloads within one second (same
+#: identity, scopes and expiry) reuse one signature. Bounded; RSA signing is the hot path.
+_SIGNATURE_CACHE_SIZE = 1024
 _CLEAN_TRANS = str.maketrans({">": "\\u003e", "?": "\\u003f", "~": "\\u007e"})
 
 
@@ -72,7 +79,7 @@ class TokenError(Exception):
 
 @dataclass
 class SigningMaterial:
-    key: ec.EllipticCurvePrivateKey
+    key: rsa.RSAPrivateKey
     cert: x509.Certificate
 
 
@@ -82,11 +89,12 @@ def load_or_create_signing(directory: Path) -> SigningMaterial:
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if isinstance(key, ec.EllipticCurvePrivateKey) and tls.same_key(cert, key):
+        if isinstance(key, rsa.RSAPrivateKey) and tls.same_key(cert, key):
             return SigningMaterial(key=key, cert=cert)
     except (OSError, ValueError):
         pass
-    key = ec.generate_private_key(ec.SECP256R1())
+    # An older data dir may hold an ES256 key: replace it (tokens signed by it become invalid).
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = _dt.datetime.now(_dt.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACS emulator token signing")])
     cert = (
@@ -147,37 +155,34 @@ def load_or_create_resource_id(directory: Path, given: str | None) -> str:
 
 
 def _int_b64(n: int) -> str:
-    return b64url(n.to_bytes(32, "big")).decode("ascii")
+    return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")).decode("ascii")
 
 
 class TokenSigner:
-    """Signs and verifies ES256 JWTs with one precomputed key."""
+    """Signs and verifies RS256 JWTs with one precomputed key (loaded once per process)."""
 
     def __init__(self, material: SigningMaterial):
         self._key = material.key
         self._pub = material.key.public_key()
         der = material.cert.public_bytes(serialization.Encoding.DER)
         self.x5t = b64url(hashlib.sha1(der).digest()).decode("ascii")  # noqa: S324 (x5t is SHA-1 by definition)
+        # Entra-style: kid is the certificate thumbprint too (the real value's format is unknown).
+        self.kid = self.x5t
         nums = self._pub.public_numbers()
-        x, y = _int_b64(nums.x), _int_b64(nums.y)
-        thumb_input = json.dumps(
-            {"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True
-        ).encode()
-        self.kid = b64url(hashlib.sha256(thumb_input).digest()).decode("ascii")
         self.jwk: dict[str, Any] = {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": x,
-            "y": y,
+            "kty": "RSA",
+            "n": _int_b64(nums.n),
+            "e": _int_b64(nums.e),
             "kid": self.kid,
             "x5t": self.x5t,
             "use": "sig",
-            "alg": "ES256",
+            "alg": "RS256",
             "x5c": [base64.b64encode(der).decode("ascii")],
         }
-        header = {"alg": "ES256", "kid": self.kid, "x5t": self.x5t, "typ": "JWT"}
+        header = {"alg": "RS256", "kid": self.kid, "x5t": self.x5t, "typ": "JWT"}
         self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
         self._prefix = self._header_b64 + b"."
+        self._cache: dict[bytes, str] = {}
 
     @property
     def jwks(self) -> dict[str, Any]:
@@ -187,10 +192,16 @@ class TokenSigner:
         payload = b64url(clean_payload_json(claims))
         if b"-" in payload or b"_" in payload:  # pragma: no cover - impossible by construction
             raise AssertionError("token payload segment is not standard-base64 clean")
+        cached = self._cache.get(payload)
+        if cached is not None:
+            return cached
         signing_input = self._prefix + payload
-        r, s = decode_dss_signature(self._key.sign(signing_input, _ECDSA))
-        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return (signing_input + b"." + b64url(sig)).decode("ascii")
+        sig = self._key.sign(signing_input, _PKCS1, _SHA256)
+        token = (signing_input + b"." + b64url(sig)).decode("ascii")
+        if len(self._cache) >= _SIGNATURE_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[payload] = token
+        return token
 
     def verify(self, token: str) -> dict[str, Any]:
         """Verify signature and shape; return claims (expiry is the caller's business)."""
@@ -205,16 +216,31 @@ class TokenSigner:
             raise TokenError("malformed") from exc
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise TokenError("malformed")
-        if header.get("alg") != "ES256" or header.get("kid") != self.kid or len(sig) != 64:
+        if header.get("alg") != "RS256" or header.get("kid") != self.kid:
             raise TokenError("bad-signature", claims)
-        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         try:
-            self._pub.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), _ECDSA)
+            self._pub.verify(sig, f"{parts[0]}.{parts[1]}".encode("ascii"), _PKCS1, _SHA256)
         except (InvalidSignature, UnicodeEncodeError) as exc:
             raise TokenError("bad-signature", claims) from exc
         return claims
 
 
-def iso_expires_on(epoch: float) -> str:
-    """``2022-11-16T09:47:55.688402+00:00`` (always with microseconds)."""
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat(timespec="microseconds")
+TICKS_PER_SECOND = 10_000_000  # .NET ticks (100 ns): the service's clock resolution
+
+
+def iso_expires_on(ticks: int, digits: int | None = None) -> str:
+    """``expiresOn`` written like the service (a .NET ``DateTimeOffset``).
+
+    ``ticks`` is the instant in 100 ns units since the epoch.  By default the fraction has up
+    to 7 digits with trailing zeros dropped, and no fraction at all when it is zero:
+    ``2023-01-10T17:56:00.7844833+00:00`` (Azure/azure-sdk-for-net .../SessionRecords/
+    CommunicationIdentityClientLiveTests/CreateUserAndTokenWithChatScope.json),
+    ``2022-11-16T09:47:55.688402+00:00`` (Azure/azure-sdk-for-python .../recordings/
+    test_communication_identity_client.pyTestClienttest_get_token.json).  ``digits``
+    forces exactly that many fractional digits (0..7, truncated) so tests can pin a shape.
+    """
+    seconds, frac = divmod(ticks, TICKS_PER_SECOND)
+    base = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{frac:07d}"
+    text = text.rstrip("0") if digits is None else text[:digits]
+    return f"{base}.{text}+00:00" if text else f"{base}+00:00"

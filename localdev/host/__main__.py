@@ -1,5 +1,5 @@
 """CLI: python -m localdev.host --app-dir DIR [--host H] [--port P] [--settings F]
-[--keys-file F] [--no-timers]"""
+[--keys-file F] [--no-timers] [--cors ORIGINS] [--[no-]cors-credentials]"""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from ..cors import CorsPolicy, parse_cors
 from .invocation import InvocationIdFilter
 from .keys import load_or_create_keys
 from .loader import (
@@ -23,7 +25,7 @@ from .loader import (
 )
 from .ncrontab import ScheduleError
 from .routes import RouteTemplateError
-from .server import create_host_app, get_runtime
+from .server import HostAppRunner, create_host_app, get_runtime
 
 READY_PREFIX = "localdev.host ready: "
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(name)s [%(invocation_id)s] %(message)s"
@@ -53,8 +55,39 @@ def _parser() -> argparse.ArgumentParser:
         help="host keys JSON, created if missing (default DIR/.localdev/host-keys.json)",
     )
     p.add_argument("--no-timers", action="store_true", help="do not run timer triggers")
+    p.add_argument(
+        "--cors",
+        default=None,
+        help="comma-separated allowed origins, or '*' (default: local.settings.json Host.CORS; "
+        "'' turns CORS off)",
+    )
+    p.add_argument(
+        "--cors-credentials",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send Access-Control-Allow-Credentials: true (default: Host.CORSCredentials)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def cors_policy(
+    host_section: dict[str, Any], cors: str | None, credentials: bool | None
+) -> CorsPolicy | None:
+    """Core Tools' precedence: ``--cors`` / ``--cors-credentials`` win over the Host section."""
+    origins = cors if cors is not None else host_section.get("CORS")
+    if origins is not None and not isinstance(origins, str):
+        raise ValueError("local.settings.json Host.CORS must be a string (comma list or '*')")
+    allow_credentials = (
+        credentials if credentials is not None else _truthy(host_section.get("CORSCredentials"))
+    )
+    return parse_cors(origins, allow_credentials)
 
 
 def configure_logging(level: str) -> None:
@@ -68,7 +101,7 @@ def configure_logging(level: str) -> None:
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = HostAppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -114,14 +147,22 @@ def main(argv: list[str] | None = None) -> int:
         if settings_path is None and (app_dir / "local.settings.json").exists():
             settings_path = app_dir / "local.settings.json"
         port = args.port
+        host_section: dict[str, Any] = {}
         if settings_path is not None:
-            data = load_local_settings(settings_path)
+            data = load_local_settings(settings_path, skipped=log.warning)
             log.info("Loaded settings from %s", settings_path)
-            local_port = (data.get("Host") or {}).get("LocalHttpPort")
+            host_section = data.get("Host") or {}
+            if not isinstance(host_section, dict):
+                raise ValueError(f"{settings_path}: 'Host' must be an object")
+            local_port = host_section.get("LocalHttpPort")
             if port is None and local_port:
                 port = int(local_port)
         if port is None:
             port = 7071
+        cors = cors_policy(host_section, args.cors, args.cors_credentials)
+        if cors is not None:
+            shown = "*" if cors.any_origin else ",".join(sorted(cors.origins))
+            log.info("CORS: %s (credentials %s)", shown, "on" if cors.credentials else "off")
         keys_path = (
             Path(args.keys_file).resolve()
             if args.keys_file
@@ -139,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             timers=not args.no_timers,
             function_directory=app_dir,
             functions_allow_list=config.functions_allow_list,
+            cors=cors,
         )
     except (FunctionLoadError, ScheduleError, RouteTemplateError, ValueError) as exc:
         print(f"localdev.host: error: {exc}", file=sys.stderr, flush=True)

@@ -7,8 +7,8 @@ Follows ``Microsoft.Azure.WebJobs.Extensions.EventGrid``
   ``cannot find function: 'NAME'``;
 * ``OPTIONS`` (CloudEvents abuse-protection handshake) → 200 with
   ``WebHook-Allowed-Origin``;
-* ``aeg-event-type: SubscriptionValidation`` → 200
-  ``{"validationResponse": <data.validationCode>}`` (array: first event;
+* ``aeg-event-type: SubscriptionValidation`` → 200, ``text/plain; charset=utf-8``,
+  ``{"validationResponse":<data.validationCode>}`` (array: first event;
   object: CloudEvent whose ``data`` may be a JSON string);
 * ``aeg-event-type: Notification`` → JSON array (one invocation per element,
   all in parallel) or object (one invocation); 202 when all succeed, else 500
@@ -95,7 +95,15 @@ async def handle_eventgrid_webhook(
             log.error("Event Grid subscription validation failed for %s: %s", fn.name, exc)
             return web.Response(status=500)
         log.info("perform handshake with eventGrid for function: %s", fn.name)
-        return web.json_response({"validationResponse": code}, status=200)
+        # HttpRequestProcessor answers with a StringContent (text/plain; charset=utf-8)
+        # holding the JSON (Azure/azure-sdk-for-net, sdk/eventgrid/
+        # Microsoft.Azure.WebJobs.Extensions.EventGrid/src/TriggerBinding/HttpRequestProcessor.cs).
+        return web.Response(
+            status=200,
+            text=json.dumps({"validationResponse": code}, separators=(",", ":")),
+            content_type="text/plain",
+            charset="utf-8",
+        )
 
     if kind == "notification":
         try:

@@ -10,6 +10,15 @@
   :class:`InvocationIdFilter` stamps log records with it.
 * Host-style log lines: ``Executing 'Functions.NAME' (Reason='...', Id=...)``
   and ``Executed 'Functions.NAME' (Succeeded|Failed, Id=..., Duration=Nms)``.
+
+:class:`InProcessFunctions` is the one way to call an app's functions in-process without
+the HTTP server: the tests (tests/calls.py), ``localdev.chaos`` and the benchmark use it,
+so none of them builds requests, contexts or trigger values its own way::
+
+    app = in_process()                       # function_app, indexed once per process
+    status, body, headers = await app.call("issue_token", http_request("POST", "token",
+                                            token=bearer, body={"scopes": ["chat"]}))
+    await app.run_timer("purge_deleted_users")
 """
 
 from __future__ import annotations
@@ -17,27 +26,35 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
+import json
 import logging
 import os
 import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
 from azure.functions import _abc as azf_abc
+from azure.functions.http import HttpRequest as WorkerHttpRequest
 
-from .loader import FunctionInfo
+from .loader import FunctionInfo, find_function_app, index_functions
 
 __all__ = [
+    "InProcessFunctions",
     "InvocationContext",
     "InvocationIdFilter",
     "InvocationResult",
     "Invoker",
     "OutBinding",
     "current_invocation_id",
+    "http_request",
+    "in_process",
 ]
 
 _INVOCATION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -289,3 +306,84 @@ class Invoker:
         finally:
             _INVOCATION_ID.reset(token)
         return result
+
+
+def http_request(
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    route_params: Mapping[str, str] | None = None,
+    route_prefix: str = "api",
+) -> func.HttpRequest:
+    """The request the Python worker builds for ``METHOD /api/PATH`` (raw body bytes, as
+    http.to_func_request does): a JSON ``body`` or ``raw`` bytes, a bearer ``token``."""
+    all_headers = {"content-type": "application/json", **(headers or {})}
+    if token is not None:
+        all_headers["authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    prefix = f"/{route_prefix}" if route_prefix else ""
+    return WorkerHttpRequest(
+        method=method,
+        url=f"http://localhost{prefix}/{path}",
+        headers=all_headers,
+        params=dict(params or {}),
+        route_params=dict(route_params or {}),
+        body_type="bytes",
+        body=data,
+    )
+
+
+class InProcessFunctions:
+    """An app's functions, indexed like the host indexes them and invoked through
+    :class:`Invoker` (the worker's context, thread pool for sync functions, host logs)."""
+
+    def __init__(self, app: Any, function_directory: str | os.PathLike[str] = ".") -> None:
+        infos = index_functions(find_function_app(app))
+        self.functions: dict[str, FunctionInfo] = {f.name: f for f in infos}
+        self.invoker = Invoker(os.fspath(function_directory))
+
+    def user_function(self, name: str) -> Callable[..., Any]:
+        return self.functions[name].func
+
+    async def invoke(self, name: str, trigger_value: Any,
+                     reason: str = "This function was programmatically called via the host APIs."
+                     ) -> InvocationResult:
+        return await self.invoker.invoke(self.functions[name], trigger_value, reason)
+
+    async def call(self, name: str, req: func.HttpRequest) -> tuple[int, Any, dict[str, str]]:
+        """An HTTP function's (status, JSON body or text, headers); its exception propagates."""
+        response = await self.run(name, req)
+        raw = response.get_body()
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = raw.decode("utf-8", "replace")
+        return response.status_code, payload, dict(response.headers)
+
+    async def run(self, name: str, trigger_value: Any) -> Any:
+        """Invoke ``name`` and return its return value; its exception propagates."""
+        result = await self.invoke(name, trigger_value)
+        if result.error is not None:
+            raise result.error
+        return result.return_value
+
+    async def run_timer(self, name: str) -> None:
+        """One run of a timer function, with the TimerRequest the host sends."""
+        from .timers import make_timer_request
+
+        await self.run(name, make_timer_request())
+
+
+@functools.cache
+def in_process(module_name: str = "function_app") -> InProcessFunctions:
+    """The app in ``module_name`` (imported as usual), indexed once per process."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    directory = Path(getattr(module, "__file__", None) or ".").resolve().parent
+    return InProcessFunctions(module, directory)

@@ -1,7 +1,10 @@
 """Loading an app like Core Tools + the Python worker do.
 
 * settings: ``local.settings.json`` "Values" go into the environment without
-  overriding variables that are already set (Core Tools behaviour);
+  overriding variables that are set and not empty, and each one skipped is reported
+  with Core Tools' message (StartHostAction.UpdateEnvironmentVariables in
+  Azure/azure-functions-core-tools: ``string.IsNullOrEmpty`` decides, so an empty
+  variable is replaced);
 * host.json: ``extensions.http.routePrefix`` (default "api"), the optional
   ``functions`` allow-list;
 * ``function_app.py`` imported with the app dir on ``sys.path``; the
@@ -106,9 +109,13 @@ def read_host_json(app_dir: str | os.PathLike[str]) -> HostConfig:
 
 
 def load_local_settings(
-    path: str | os.PathLike[str], environ: MutableMapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    environ: MutableMapping[str, str] | None = None,
+    skipped: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Apply "Values" to ``environ`` (default os.environ) without overriding; return the file."""
+    """Apply "Values" to ``environ`` (default os.environ) where the variable is unset or
+    empty; ``skipped`` gets Core Tools' message for each one the environment keeps.
+    Return the file."""
     env = os.environ if environ is None else environ
     p = Path(path)
     try:
@@ -123,7 +130,12 @@ def load_local_settings(
     if not isinstance(values, dict):
         raise FunctionLoadError(f"{p}: 'Values' must be an object")
     for key, value in values.items():
-        if key in env:
+        if env.get(key):
+            if skipped is not None:
+                skipped(
+                    f"Skipping '{key}' from local settings as it's already defined in "
+                    "current environment variables."
+                )
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"

@@ -4,13 +4,18 @@ The timer extension (``Microsoft.Azure.WebJobs.Extensions`` ``TimerSchedule``)
 first tries ``CronSchedule.TryCreate`` (NCrontab; six fields *with* seconds,
 or five fields without, chosen by the number of space-separated fields), and
 falls back to a .NET ``TimeSpan`` ("hh:mm:ss", "d.hh:mm:ss") constant
-interval.  NCrontab semantics reproduced here:
+interval.
 
-* fields: second minute hour day month day-of-week (seconds optional);
-* ``*``, ``a``, ``a-b``, ``a,b,c``, ``*/n``, ``a-b/n`` and ``a/n`` (= a-max/n);
-* month and day names (any case-insensitive *prefix* of the English name,
-  first match wins: ``Jan``, ``mon``, ``Monday``); day-of-week is 0-6, Sunday 0;
-* day-of-month and day-of-week are combined with AND (unlike Vixie cron);
+``croniter`` (``second_at_beginning=True``, ``day_or=False``: day-of-month AND
+day-of-week, as in NCrontab, unlike Vixie cron) parses and computes the next
+occurrence; a thin adapter keeps NCrontab's rules where croniter is laxer:
+
+* month and day names are any case-insensitive *prefix* of the English name,
+  first match wins (``Jan``, ``mon``, ``Monday``); croniter takes three letters;
+* day-of-week is 0-6, Sunday 0: croniter's ``7`` is refused;
+* a reversed range (``5-1``) is refused; croniter wraps it around;
+* only numbers, names, ``*``, ``,``, ``-`` and ``/``: croniter's ``L``, ``#``,
+  ``?`` and ``H`` are refused;
 * ``next_after(t)`` is strictly after ``t``.
 
 ``%NAME%`` schedules are resolved from app settings (environment variables)
@@ -19,11 +24,11 @@ before parsing; a missing setting is an error naming it, as in the host.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 __all__ = [
     "ConstantSchedule",
@@ -34,95 +39,37 @@ __all__ = [
     "resolve_setting_expression",
 ]
 
-_MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
-_DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
-
-# A schedule with no occurrence in this many days (e.g. Feb 30) has none at all.
-_SEARCH_DAYS = 366 * 8
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_FIELD_NAMES = ("second", "minute", "hour", "day", "month", "day-of-week")
+_NAMES: dict[str, tuple[tuple[str, ...], int]] = {"month": (_MONTHS, 1), "day-of-week": (_DAYS, 0)}
 
 
 class ScheduleError(ValueError):
     """Invalid schedule expression or unresolvable %SETTING%."""
 
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    lo: int
-    hi: int
-    names: tuple[str, ...] | None = None
+def _ncrontab_field(name: str, text: str) -> str:
+    """One field in croniter's syntax, refused where NCrontab refuses it."""
 
-    def parse_value(self, text: str) -> int:
-        if not text:
-            raise ScheduleError(f"empty value in {self.name} field")
-        if text[0].isdigit():
-            if not text.isdigit():
-                raise ScheduleError(f"'{text}' is not a valid {self.name} value")
-            return int(text)
-        if self.names is None:
-            raise ScheduleError(
-                f"'{text}' is not a valid value for the {self.name} field; "
-                f"it must be a number between {self.lo} and {self.hi}"
-            )
-        for i, full in enumerate(self.names):
-            if full.lower().startswith(text.lower()):
-                return i + self.lo
-        raise ScheduleError(f"'{text}' is not a known {self.name} name")
+    def number(match: re.Match[str]) -> str:
+        word = match.group(0)
+        names, first = _NAMES.get(name, ((), 0))
+        for i, full in enumerate(names):
+            if full.lower().startswith(word.lower()):
+                return str(i + first)
+        raise ScheduleError(f"'{word}' is not a valid value for the {name} field")
 
-    def parse(self, expr: str) -> frozenset[int]:
-        values: set[int] = set()
-        for token in expr.split(","):
-            self._parse_token(token, values)
-        return frozenset(values)
-
-    def _parse_token(self, token: str, out: set[int]) -> None:
-        if not token:
-            raise ScheduleError(f"empty list item in {self.name} field")
-        step = 1
-        if "/" in token:
-            token, step_text = token.split("/", 1)
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ScheduleError(f"invalid step '/{step_text}' in {self.name} field")
-            step = int(step_text)
-            if not token:
-                raise ScheduleError(f"missing range before '/' in {self.name} field")
-        if token == "*":
-            first, last = self.lo, self.hi
-        elif "-" in token[1:]:
-            i = token.index("-", 1)
-            first, last = self.parse_value(token[:i]), self.parse_value(token[i + 1 :])
-        else:
-            first = self.parse_value(token)
-            last = first if step == 1 else self.hi
-        for v in (first, last):
-            if not self.lo <= v <= self.hi:
-                raise ScheduleError(
-                    f"{v} is out of range for the {self.name} field ({self.lo}-{self.hi})"
-                )
-        if first > last:
-            raise ScheduleError(f"invalid range {first}-{last} in {self.name} field")
-        out.update(range(first, last + 1, step))
-
-
-_SECOND = _Field("second", 0, 59)
-_MINUTE = _Field("minute", 0, 59)
-_HOUR = _Field("hour", 0, 23)
-_DAY = _Field("day", 1, 31)
-_MONTH = _Field("month", 1, 12, tuple(_MONTHS))
-_DOW = _Field("day-of-week", 0, 6, tuple(_DAYS))
+    field = re.sub(r"[A-Za-z]+", number, text)
+    if not re.fullmatch(r"[0-9*,/-]+", field):
+        raise ScheduleError(f"'{text}' is not a valid {name} field")
+    for low, high in re.findall(r"(\d+)-(\d+)", field):
+        if int(low) > int(high):
+            raise ScheduleError(f"invalid range {low}-{high} in the {name} field")
+    if name == "day-of-week" and any(int(v) > 6 for v in re.findall(r"(?<![/\d])\d+", field)):
+        raise ScheduleError(f"'{text}': the day-of-week field is 0-6 (Sunday 0)")
+    return field
 
 
 class Schedule:
@@ -150,65 +97,32 @@ class CronSchedule(Schedule):
         self.expression = expression
         # NCrontab splits on single spaces: "has seconds" = field count != 5.
         parts = expression.strip().split()
-        if len(parts) == 5:
-            self.has_seconds = False
-            sec, rest = frozenset({0}), parts
-        elif len(parts) == 6:
-            self.has_seconds = True
-            sec, rest = _SECOND.parse(parts[0]), parts[1:]
-        else:
+        if len(parts) not in (5, 6):
             raise ScheduleError(
                 f"'{expression}' is not a valid CRON expression: expected 6 fields "
                 f"(second minute hour day month day-of-week) or 5, got {len(parts)}"
             )
-        self.seconds = sorted(sec)
-        self.minutes = sorted(_MINUTE.parse(rest[0]))
-        self.hours = sorted(_HOUR.parse(rest[1]))
-        self.days = _DAY.parse(rest[2])
-        self.months = _MONTH.parse(rest[3])
-        self.dows = _DOW.parse(rest[4])
+        self.has_seconds = len(parts) == 6
+        fields = parts if self.has_seconds else ["0", *parts]
+        self._cron = " ".join(map(_ncrontab_field, _FIELD_NAMES, fields))
+        try:
+            expanded = croniter(self._cron, second_at_beginning=True, day_or=False).expanded
+        except CroniterError as exc:
+            raise ScheduleError(f"'{expression}' is not a valid CRON expression: {exc}") from None
+        # croniter's order is minute hour day month day-of-week second; "*" stays "*".
+        self.months = frozenset(range(1, 13) if expanded[3] == ["*"] else map(int, expanded[3]))
+        self.dows = frozenset(range(7) if expanded[4] == ["*"] else map(int, expanded[4]))
 
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression!r})"
 
-    def _first_time_in_day(self, after: dt.time | None) -> dt.time | None:
-        """First (h, m, s) of the schedule strictly after ``after`` (None = any)."""
-        for h in self.hours:
-            if after is not None and h < after.hour:
-                continue
-            for m in self.minutes:
-                if after is not None and (h, m) < (after.hour, after.minute):
-                    continue
-                for s in self.seconds:
-                    cand = dt.time(h, m, s)
-                    if after is None or cand > after:
-                        return cand
-        return None
-
     def next_after(self, after: dt.datetime) -> dt.datetime | None:
         """First occurrence strictly after ``after`` (same tzinfo; wall-clock)."""
-        base = after.replace(microsecond=0)
-        if not self.has_seconds:
-            base = base.replace(second=0)
-        day = base.date()
-        base_time: dt.time | None = base.time()
-        for _ in range(_SEARCH_DAYS):
-            if (
-                day.month in self.months
-                and day.day in self.days
-                and (day.weekday() + 1) % 7 in self.dows
-            ):
-                t = self._first_time_in_day(base_time)
-                if t is not None:
-                    return dt.datetime.combine(day, t, tzinfo=after.tzinfo)
-            day += dt.timedelta(days=1)
-            base_time = None
-            if day.day == 1 and day.month not in self.months:
-                # skip whole months quickly
-                while day.month not in self.months:
-                    days_in = calendar.monthrange(day.year, day.month)[1]
-                    day += dt.timedelta(days=days_in)
-        return None
+        it = croniter(self._cron, after, second_at_beginning=True, day_or=False)
+        try:
+            return it.get_next(dt.datetime)  # type: ignore[no-any-return]
+        except CroniterBadDateError:  # none at all (e.g. February 30)
+            return None
 
 
 class ConstantSchedule(Schedule):

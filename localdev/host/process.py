@@ -32,6 +32,8 @@ class HostProcess:
 
     * ``env``: extra environment variables on top of ``os.environ``;
     * ``keys_file``: default a fresh file in a private temp dir;
+    * ``cors`` / ``cors_credentials``: ``--cors ORIGINS`` / ``--cors-credentials`` (None / False:
+      whatever the settings file's ``Host.CORS`` / ``Host.CORSCredentials`` say);
     * output (stdout+stderr) goes to ``host.log_path``; ``host.log_text()``.
     """
 
@@ -47,6 +49,8 @@ class HostProcess:
         host: str = "127.0.0.1",
         startup_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
+        cors: str | None = None,
+        cors_credentials: bool = False,
     ) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.port = port
@@ -57,6 +61,8 @@ class HostProcess:
         self.host = host
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
+        self.cors = cors
+        self.cors_credentials = cors_credentials
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmpdir: str | None = None
         self._log: IO[bytes] | None = None
@@ -89,6 +95,10 @@ class HostProcess:
             cmd += ["--settings", str(self.settings_file)]
         if not self.timers:
             cmd.append("--no-timers")
+        if self.cors is not None:
+            cmd.append(f"--cors={self.cors}")
+        if self.cors_credentials:
+            cmd.append("--cors-credentials")
         return cmd + self.extra_args
 
     def start(self) -> HostProcess:

@@ -9,9 +9,11 @@ Constraints: int, long, bool, guid, alpha, decimal, double, float, datetime,
 min(n), max(n), range(a,b), length(n) / length(a,b), minlength(n),
 maxlength(n), regex(expr), required.
 
-Route values are percent-decoded (a decoded ``%2F`` stays inside its
-segment, as in ASP.NET Core).  Candidate routes are ordered like ASP.NET
-Core's inbound precedence: literal segments first, then complex, then
+Route values are percent-decoded like Kestrel decodes the request path: every
+escape except ``%2F``/``%2f``, which stays as written (so ``a%2Fb`` gives the
+value ``a%2Fb``, and ``a%252Fb`` gives it too; dotnet/aspnetcore#2655, #17864,
+aspnet/KestrelHttpServer#124).  Candidate routes are ordered like ASP.NET Core's inbound
+precedence: literal segments first, then complex, then
 constrained parameters, then plain parameters, catch-alls last.
 """
 
@@ -23,9 +25,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
-__all__ = ["RouteTemplate", "RouteTemplateError", "split_path"]
+__all__ = ["RouteTemplate", "RouteTemplateError", "decode_segment", "split_path"]
 
 
 class RouteTemplateError(ValueError):
@@ -227,6 +229,59 @@ def _parse_param(body: str) -> _Param:
     )
 
 
+_ENCODED_SLASH = re.compile("(%2[fF])")
+_ESCAPE_RUN = re.compile("(?:%[0-9A-Fa-f]{2})+")
+
+
+def _utf8_length(lead: int) -> int:
+    """Bytes a UTF-8 sequence with this lead byte claims (0: not a lead byte)."""
+    if lead < 0x80:
+        return 1
+    if lead & 0xE0 == 0xC0:
+        return 2
+    if lead & 0xF0 == 0xE0:
+        return 3
+    if lead & 0xF8 == 0xF0:
+        return 4
+    return 0
+
+
+def _decode_run(run: str) -> str:
+    """One run of ``%XX`` escapes, as Kestrel's UrlDecoder (dotnet/aspnetcore
+    src/Shared/UrlDecoder/UrlDecoder.cs, ``DecodeCore`` / ``Copy``): each escaped UTF-8
+    sequence that is valid is decoded; an invalid one (bad lead byte, a missing or wrong
+    continuation byte, an overlong form, a surrogate, beyond U+10FFFF) is kept as written and
+    decoding resumes at the next escape. Python's strict UTF-8 codec refuses exactly those
+    sequences. Never U+FFFD: the real host would not turn ``%FF`` into a second spelling of
+    ``%EF%BF%BD``."""
+    data = unquote_to_bytes(run)
+    out: list[str] = []
+    i = 0
+    while i < len(data):
+        n = _utf8_length(data[i])
+        try:
+            if n == 0 or i + n > len(data):
+                raise UnicodeDecodeError("utf-8", data, i, i + 1, "invalid sequence")
+            out.append(data[i : i + n].decode("utf-8"))
+            i += n
+        except UnicodeDecodeError:
+            out.append(run[3 * i : 3 * i + 3])  # this escape as written (case kept)
+            i += 1
+    return "".join(out)
+
+
+def decode_segment(raw: str) -> str:
+    """Percent-decode one raw path segment as Kestrel does: ``%2F`` (either case) is kept
+    as written, since decoding it would change which segments the path has; every other
+    escape of a valid UTF-8 sequence is decoded, an invalid sequence is kept as written
+    (see ``_decode_run``)."""
+    parts = _ENCODED_SLASH.split(raw)
+    return "".join(
+        part if i % 2 else _ESCAPE_RUN.sub(lambda m: _decode_run(m.group(0)), part)
+        for i, part in enumerate(parts)
+    )
+
+
 def split_path(raw_path: str) -> list[str]:
     """Split a raw (percent-encoded) path into raw segments, without empties at ends."""
     path = raw_path.strip("/")
@@ -288,7 +343,7 @@ class RouteTemplate:
         for i, seg in enumerate(segs):
             p = seg.single_param
             if p is not None and p.catch_all:
-                rest = "/".join(unquote(s) for s in raw_segments[i:])
+                rest = "/".join(decode_segment(s) for s in raw_segments[i:])
                 if rest == "" and p.default is not None:
                     rest = p.default
                 if rest != "" and not p.accepts(rest):
@@ -307,16 +362,16 @@ class RouteTemplate:
                 return values
             raw = raw_segments[i]
             if seg.is_literal:
-                if unquote(raw).lower() != "".join(seg.parts).lower():  # type: ignore[arg-type]
+                if decode_segment(raw).lower() != "".join(seg.parts).lower():  # type: ignore[arg-type]
                     return None
                 continue
             if p is not None:
-                value = unquote(raw)
+                value = decode_segment(raw)
                 if value == "" or not p.accepts(value):
                     return None
                 values[p.name] = value
                 continue
-            got = self._match_complex(seg, unquote(raw))
+            got = self._match_complex(seg, decode_segment(raw))
             if got is None:
                 return None
             values.update(got)

@@ -16,17 +16,21 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 from azure.functions import meta
 
+from .. import cors as _cors
 from .eventgrid import decode_event, fired_reason, handle_eventgrid_webhook
 from .http import HttpRoute, build_http_routes, render_result, to_func_request
 from .invocation import InvocationResult, Invoker
 from .keys import HostKeys, authorize, request_key
-from .loader import FunctionInfo, find_function_app, index_functions
+from .loader import FunctionInfo, find_function_app, index_functions, read_host_json
+from .queues import QueueListeners
 from .routes import split_path
 from .timers import Clock, TimerScheduler, make_timer_request
 
-__all__ = ["RUNTIME_KEY", "HostRuntime", "create_host_app", "get_runtime"]
+__all__ = ["RUNTIME_KEY", "HostAppRunner", "HostRuntime", "create_host_app", "get_runtime"]
 
 log = logging.getLogger("localdev.host")
 
@@ -59,13 +63,15 @@ class HostRuntime:
         # Built (and %SETTING%s validated) even when not started, like the host.
         self.scheduler = TimerScheduler(functions, self.invoke, clock=clock, environ=environ)
         self.timers_enabled = timers
+        self.queues = QueueListeners(functions, self.invoke, environ=environ,
+                                     host_json=read_host_json(function_directory).raw)
         self.instance_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self.state = "Initialized"
         self.background: set[asyncio.Task[Any]] = set()
         for fn in functions:
             kind = fn.trigger_type.lower()
-            if kind not in ("httptrigger", "timertrigger", "eventgridtrigger"):
+            if kind not in ("httptrigger", "timertrigger", "eventgridtrigger", "queuetrigger"):
                 log.warning(
                     "Function %s: trigger type '%s' is not emulated; invoke it with "
                     "POST /admin/functions/%s",
@@ -303,10 +309,12 @@ class HostRuntime:
                 )
         if self.timers_enabled:
             self.scheduler.start()
+        self.queues.start()
 
     async def on_cleanup(self, app: web.Application) -> None:
         self.state = "Stopped"
         await self.scheduler.stop()
+        await self.queues.stop()
         for task in list(self.background):
             task.cancel()
         await asyncio.gather(*list(self.background), return_exceptions=True)
@@ -330,12 +338,15 @@ def create_host_app(
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
     functions_allow_list: list[str] | None = None,
+    cors: _cors.CorsPolicy | None = None,
 ) -> web.Application:
     """An aiohttp app hosting the FunctionApp (module with ``app``, or the app itself).
 
     ``environ`` (default os.environ) resolves %SETTING% schedules and
     ``AzureWebJobs.<name>.Disabled``.  ``keys`` defaults to fresh random keys
-    (read them back with ``get_runtime(app).keys``).
+    (read them back with ``get_runtime(app).keys``).  ``cors`` (see localdev/cors.py,
+    ``parse_cors``) makes the host answer preflights and add CORS headers, as Core Tools does
+    for ``Host.CORS``; None: no CORS, preflights go to routing like any request.
     """
     app_obj = find_function_app(function_app_module_or_app)
     functions = index_functions(app_obj, environ, functions_allow_list)
@@ -353,9 +364,72 @@ def create_host_app(
         clock=clock,
         environ=environ,
     )
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, handler_args=KESTREL_LIMITS)
     app[RUNTIME_KEY] = runtime
+    _cors.install(app, cors)
     app.router.add_route("*", "/{tail:.*}", runtime.dispatch)
     app.on_startup.append(runtime.on_startup)
     app.on_cleanup.append(runtime.on_cleanup)
     return app
+
+
+# -- requests the HTTP parser refuses ---------------------------------------------------------
+# Kestrel's defaults (KestrelServerLimits: MaxRequestLineSize 8 KB, MaxRequestHeadersTotalSize
+# 32 KB, MaxRequestHeaderCount 100; learn.microsoft.com, "Configure options for the ASP.NET
+# Core Kestrel web server"). aiohttp limits each header line, not the whole section, so one
+# header may use all 32 KiB, as under Kestrel.
+MAX_REQUEST_LINE = 8192
+MAX_HEADERS_TOTAL = 32768
+KESTREL_LIMITS = {
+    "max_line_size": MAX_REQUEST_LINE,
+    "max_field_size": MAX_HEADERS_TOTAL,
+    "max_headers": 100,
+}
+
+
+def refused_status(exc: HttpProcessingError) -> int:
+    """Kestrel's status for a request it cannot parse (its BadHttpRequestException: request
+    line too long 414, headers too large or too many 431, anything else 400)."""
+    if isinstance(exc, LineTooLong):
+        return 414 if exc.args[1:2] == (MAX_REQUEST_LINE,) else 431
+    if "too many headers" in (exc.message or "").lower():
+        return 431
+    return 400
+
+
+class _QuietRequestHandler(RequestHandler):
+    """aiohttp answers an unparsable request with the parser's message, which quotes the
+    offending line (a whole ``Authorization: Bearer ...`` header), and logs it with a
+    traceback. Kestrel answers with the bare status; so do we, and the log names only the
+    status and the kind of error: no request data anywhere."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        status = refused_status(exc)
+        log.warning("refused a malformed request: %d (%s)", status, type(exc).__name__)
+        response = web.Response(status=status)
+        response.force_close()
+        return response
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class HostAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer unparsable requests like Kestrel."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The app builds a plain Server (private constructor arguments included); only
+        # the connection handler it creates differs, so the class is swapped, not rebuilt.
+        server.__class__ = _QuietServer
+        return server

@@ -21,6 +21,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
     serve.add_argument("--audience", default=DEFAULT_AUDIENCE)
+    serve.add_argument(
+        "--public-client",
+        dest="public_clients",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID=REDIRECT_URI",
+        help="register a public client (SPA) for the authorization code flow with PKCE; "
+        "repeatable, also for several redirect URIs of one client",
+    )
 
     mint = sub.add_parser("mint", help="print a caller JWT (no server needed)")
     mint.add_argument("--data-dir", required=True)
@@ -43,9 +52,18 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
+        from .oidc import parse_public_client
         from .server import serve_forever
 
-        return serve_forever(args.data_dir, args.host, args.port, args.audience)
+        clients: dict[str, list[str]] = {}
+        try:
+            for text in args.public_clients:
+                client_id, uri = parse_public_client(text)
+                clients.setdefault(client_id, []).append(uri)
+        except ValueError as exc:
+            print(f"issuer: {exc}", file=sys.stderr)
+            return 2
+        return serve_forever(args.data_dir, args.host, args.port, args.audience, clients)
 
     keys = IssuerKeys.load_or_create(args.data_dir)
     if args.command == "mint":

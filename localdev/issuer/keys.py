@@ -28,6 +28,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from localdev.files import write_atomic
 
@@ -57,29 +58,16 @@ _MI_NAMESPACE = uuid.UUID("6f1d3c2a-6b1e-4c55-9a53-0c7e5d1f4a10")
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
-def _b64url_uint(value: int) -> str:
-    raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64url_fixed(value: int, length: int) -> str:
-    return base64.urlsafe_b64encode(value.to_bytes(length, "big")).rstrip(b"=").decode("ascii")
-
-
 def public_jwk(key: PrivateKey) -> dict[str, str]:
-    """The public JWK members (without kid/alg/use) of a private key."""
+    """The public JWK members (without kid/alg/use) of a private key, from PyJWT. Its
+    ``key_ops`` is dropped: Entra ID's JWKS has none, and RFC 7638 thumbprints ignore it."""
     if isinstance(key, rsa.RSAPrivateKey):
-        numbers = key.public_key().public_numbers()
-        return {"kty": "RSA", "n": _b64url_uint(numbers.n), "e": _b64url_uint(numbers.e)}
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-        pub = key.public_key().public_numbers()
-        return {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": _b64url_fixed(pub.x, 32),
-            "y": _b64url_fixed(pub.y, 32),
-        }
-    raise TypeError(f"unsupported key type {type(key).__name__}")
+        jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    elif isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    else:
+        raise TypeError(f"unsupported key type {type(key).__name__}")
+    return {k: str(v) for k, v in jwk.items() if k != "key_ops"}
 
 
 def thumbprint(key: PrivateKey) -> str:

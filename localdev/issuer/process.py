@@ -10,13 +10,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from localdev.lifecycle import Managed
 
 from .keys import DEFAULT_AUDIENCE, KEYRING_FILE, IssuerKeys, read_issuer_info
+from .oidc import CODE_LIFETIME_SECONDS
 from .server import _ServerThread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,14 @@ class _IssuerHandle:
     identity_header: str
     tenant_id: str
     info: dict[str, Any]
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return self.issuer + "/authorize"
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/token"
 
     def _set_info(self, info: dict[str, Any]) -> None:
         self.info = info
@@ -117,8 +126,11 @@ class IssuerProcess(_IssuerHandle, Managed):
         host: str = "127.0.0.1",
         timeout: float = START_TIMEOUT,
         env: dict[str, str] | None = None,
+        *,
+        public_clients: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self._public_clients = dict(public_clients or {})
         self._port_arg = port
         self._audience_arg = audience
         self._host = host
@@ -140,6 +152,9 @@ class IssuerProcess(_IssuerHandle, Managed):
             "--port", str(self._port_arg),
             "--audience", self._audience_arg,
         ]  # fmt: skip
+        for client_id, uris in self._public_clients.items():
+            for uri in [uris] if isinstance(uris, str) else uris:
+                cmd += ["--public-client", f"{client_id}={uri}"]
         env = dict(os.environ if self._env is None else self._env)
         env["PYTHONUNBUFFERED"] = "1"
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
@@ -238,9 +253,14 @@ class IssuerServer(_IssuerHandle, Managed):
         host: str = "127.0.0.1",
         write_issuer_json: bool = True,
         timeout: float = START_TIMEOUT,
+        *,
+        public_clients: Mapping[str, Sequence[str]] | None = None,
+        code_lifetime: float = CODE_LIFETIME_SECONDS,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self._thread = _ServerThread(self.data_dir, host, port, audience, write_issuer_json)
+        self._thread = _ServerThread(
+            self.data_dir, host, port, audience, write_issuer_json, public_clients, code_lifetime
+        )
         self._timeout = timeout
         self._started = False
 

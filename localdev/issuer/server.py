@@ -14,13 +14,14 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from .. import cors as _cors
 from .keys import (
     DEFAULT_AUDIENCE,
     ISSUER_FILE,
@@ -28,6 +29,9 @@ from .keys import (
     IssuerKeys,
     write_json_atomic,
 )
+from .oidc import CODE_LIFETIME_SECONDS, OidcProvider
+
+PublicClients = Mapping[str, Sequence[str]]
 
 MSI_PATH = "/msi/token"
 JWKS_PATH = "/jwks"
@@ -63,6 +67,7 @@ class IssuerState:
     issuer: str
     audience: str
     port: int
+    oidc: OidcProvider
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_NAMES, 0))
 
     @property
@@ -86,10 +91,30 @@ class IssuerState:
             "tenantId": self.keys.tenant_id,
             "tokenEndpoint": self.issuer + TOKEN_PATH,
             "discoveryUri": self.issuer + DISCOVERY_PATH,
+            "authorizationEndpoint": self.issuer + AUTHORIZE_PATH,
+            "publicClients": self.oidc.registrations(),
         }
 
 
 STATE_KEY = web.AppKey("issuer_state", IssuerState)
+CODE_GRANT_KEY = web.RequestKey("issuer_code_grant", bool)  # /token used authorization_code
+
+# Read-only metadata a SPA needs before and after sign-in; never the admin, MSI or stats routes.
+_CORS_METADATA_PATHS = frozenset({DISCOVERY_PATH, JWKS_PATH, JWKS_WELL_KNOWN_PATH})
+
+
+def _cors_applies(request: web.Request) -> bool:
+    """Which requests the SPA origins may read: discovery, JWKS, and ``/token`` only for the
+    sign-in grant (``authorization_code``). The client-credentials grant mints a token for any
+    ``sub`` with any role, the MSI endpoint a managed identity token, and ``/_issuer/*`` rotates
+    keys and shows counters: a page on a SPA origin must not read any of them. A preflight to
+    ``/token`` cannot show its grant (no body), so it is answered; the actual response then
+    carries CORS headers only when the handler marked it as the code grant."""
+    if request.path in _CORS_METADATA_PATHS:
+        return True
+    if request.path == TOKEN_PATH:
+        return _cors.is_preflight(request) or bool(request.get(CODE_GRANT_KEY, False))
+    return False
 
 
 def _error(status: int, message: str, error: str = "invalid_request") -> web.Response:
@@ -111,13 +136,18 @@ async def discovery(request: web.Request) -> web.Response:
             "jwks_uri": state.jwks_uri,
             "authorization_endpoint": iss + AUTHORIZE_PATH,
             "token_endpoint": iss + TOKEN_PATH,
-            "response_types_supported": ["code", "id_token", "token id_token"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
             "token_endpoint_auth_methods_supported": ["client_secret_post", "none"],
-            "grant_types_supported": ["client_credentials"],
-            "scopes_supported": ["openid"],
-            "claims_supported": ["iss", "aud", "sub", "oid", "tid", "iat", "nbf", "exp", "roles"],
+            "grant_types_supported": ["authorization_code", "client_credentials"],
+            "scopes_supported": ["openid", "profile"],
+            "claims_supported": [
+                "iss", "aud", "sub", "oid", "tid", "iat", "nbf", "exp", "roles", "scp", "azp",
+                "nonce", "name", "preferred_username",
+            ],
         }
     )
 
@@ -155,8 +185,10 @@ async def msi_token(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def token(request: web.Request) -> web.Response:
-    """Minimal client-credentials token endpoint (no client authentication: dev only).
+async def token(request: web.Request) -> web.StreamResponse:
+    """Token endpoint: ``authorization_code`` (public clients with PKCE, see oidc.py) and a
+    minimal client-credentials grant (no client authentication: dev only).
+
 
     Form: grant_type=client_credentials, client_id, [scope] (first scope, "/.default" stripped;
     default the server audience), [sub] (default client_id), [roles] (space-separated).
@@ -164,9 +196,14 @@ async def token(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     state.stats["tokenRequests"] += 1
     form = await request.post()
+    if form.get("grant_type") == "authorization_code":
+        request[CODE_GRANT_KEY] = True  # the only /token answer a SPA origin may read
+        return await state.oidc.token(request, form)
     if form.get("grant_type") != "client_credentials":
         return _error(
-            400, "only grant_type=client_credentials is supported", "unsupported_grant_type"
+            400,
+            "grant_type must be authorization_code or client_credentials",
+            "unsupported_grant_type",
         )
     client_id = str(form.get("client_id") or "")
     if not client_id:
@@ -196,6 +233,10 @@ async def token(request: web.Request) -> web.Response:
     )
 
 
+async def authorize(request: web.Request) -> web.StreamResponse:
+    return await request.app[STATE_KEY].oidc.authorize(request)
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[STATE_KEY].stats))
 
@@ -223,11 +264,17 @@ async def info(request: web.Request) -> web.Response:
 def make_app(state: IssuerState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
+    # The SPAs' origins may read discovery, JWKS and the code grant at /token (Entra allows
+    # cross-origin token redemption for redirect URIs of the "Single-page application"
+    # platform); nothing else (see _cors_applies).
+    _cors.install(app, state.oidc.cors_policy(), _cors_applies)
     app.router.add_get(DISCOVERY_PATH, discovery)
     app.router.add_get(JWKS_PATH, jwks)
     app.router.add_get(JWKS_WELL_KNOWN_PATH, jwks)
     app.router.add_get(MSI_PATH, msi_token)
     app.router.add_post(TOKEN_PATH, token)
+    app.router.add_get(AUTHORIZE_PATH, authorize)
+    app.router.add_post(AUTHORIZE_PATH, authorize)
     app.router.add_get("/_issuer/stats", stats)
     app.router.add_post("/_issuer/stats/reset", reset_stats)
     app.router.add_post("/_issuer/rotate", rotate)
@@ -256,18 +303,28 @@ async def start_server(
     port: int = 0,
     audience: str = DEFAULT_AUDIENCE,
     write_issuer_json: bool = True,
+    public_clients: PublicClients | None = None,
+    code_lifetime: float = CODE_LIFETIME_SECONDS,
 ) -> tuple[web.AppRunner, IssuerState]:
-    """Bind, start serving, then (when ready) write DIR/issuer.json atomically."""
+    """Bind, start serving, then (when ready) write DIR/issuer.json atomically.
+
+    ``public_clients``: ``{client_id: [redirect_uri, ...]}`` allowed to sign users in with the
+    authorization code flow (see oidc.py); ``code_lifetime``: seconds an authorization code
+    stays redeemable.
+    """
     keys = await asyncio.get_running_loop().run_in_executor(
         None, IssuerKeys.load_or_create, data_dir
     )
     sock = bind(host, port)
     actual_port = sock.getsockname()[1]
+    issuer = f"http://{url_host(host)}:{actual_port}"
+    try:
+        oidc = OidcProvider.create(keys, issuer, audience, public_clients, code_lifetime)
+    except ValueError:
+        sock.close()
+        raise
     state = IssuerState(
-        keys=keys,
-        issuer=f"http://{url_host(host)}:{actual_port}",
-        audience=audience,
-        port=actual_port,
+        keys=keys, issuer=issuer, audience=audience, port=actual_port, oidc=oidc
     )
     runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
     await runner.setup()
@@ -284,6 +341,7 @@ async def serve(
     port: int = 0,
     audience: str = DEFAULT_AUDIENCE,
     on_ready: Callable[[IssuerState], None] | None = None,
+    public_clients: PublicClients | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT."""
     stop = asyncio.Event()
@@ -291,7 +349,9 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    runner, state = await start_server(data_dir, host, port, audience)
+    runner, state = await start_server(
+        data_dir, host, port, audience, public_clients=public_clients
+    )
     try:
         if on_ready is not None:
             on_ready(state)
@@ -300,12 +360,20 @@ async def serve(
         await runner.cleanup()
 
 
-def serve_forever(data_dir: str, host: str, port: int, audience: str) -> int:
+def serve_forever(
+    data_dir: str,
+    host: str,
+    port: int,
+    audience: str,
+    public_clients: PublicClients | None = None,
+) -> int:
     def ready(state: IssuerState) -> None:
         print(state.issuer, flush=True)
 
     try:
-        asyncio.run(serve(data_dir, host, port, audience, on_ready=ready))
+        asyncio.run(
+            serve(data_dir, host, port, audience, on_ready=ready, public_clients=public_clients)
+        )
     except KeyboardInterrupt:  # pragma: no cover - signal handler normally catches it
         pass
     except (OSError, ValueError) as exc:
@@ -316,10 +384,18 @@ def serve_forever(data_dir: str, host: str, port: int, audience: str) -> int:
 
 class _ServerThread(threading.Thread):
     def __init__(
-        self, data_dir: Path, host: str, port: int, audience: str, write_issuer_json: bool
+        self,
+        data_dir: Path,
+        host: str,
+        port: int,
+        audience: str,
+        write_issuer_json: bool,
+        public_clients: PublicClients | None = None,
+        code_lifetime: float = CODE_LIFETIME_SECONDS,
     ) -> None:
         super().__init__(name="local-issuer", daemon=True)
         self._args = (data_dir, host, port, audience, write_issuer_json)
+        self._oidc_args = (public_clients, code_lifetime)
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.state: IssuerState | None = None
@@ -336,7 +412,10 @@ class _ServerThread(threading.Thread):
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        runner, self.state = await start_server(*self._args)
+        public_clients, code_lifetime = self._oidc_args
+        runner, self.state = await start_server(
+            *self._args, public_clients=public_clients, code_lifetime=code_lifetime
+        )
         try:
             self.ready.set()
             await self._stop_event.wait()

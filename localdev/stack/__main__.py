@@ -23,6 +23,7 @@ DEFAULT_API_PORT = 7071
 DEFAULT_ISSUER_PORT = 7072
 DEFAULT_ACS_PORT = 8443
 DEFAULT_AZURITE_BASE_PORT = 10000
+DEFAULT_WEB_PORT = 7073
 SAMPLE_USER = "alice"
 SAMPLE_ADMIN = "admin"
 
@@ -48,11 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--azurite-base-port", type=int, default=DEFAULT_AZURITE_BASE_PORT,
                    help="Azurite blob port; queue and table use the next two "
                    f"(default {DEFAULT_AZURITE_BASE_PORT}: UseDevelopmentStorage=true works)")
-    p.add_argument("--grace-minutes", type=int, default=1440,
+    p.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
+                   help=f"web sample port (default {DEFAULT_WEB_PORT}): its own origin, allowed "
+                   "by the API's CORS and registered as a public client on the issuer")
+    p.add_argument("--no-web", action="store_true", help="do not build or serve the web sample")
+    p.add_argument("--grace-minutes", type=int, default=None,
                    help="DELETION_GRACE_MINUTES: how long a deleted user can be restored "
-                   "(default 1440)")
-    p.add_argument("--purge-schedule", default="0 */5 * * * *",
-                   help="PURGE_SCHEDULE (NCRONTAB, default every 5 minutes)")
+                   "(default: the environment's DELETION_GRACE_MINUTES, else 1440)")
+    p.add_argument("--purge-schedule", default=None,
+                   help="PURGE_SCHEDULE (NCRONTAB; default: the environment's "
+                   "PURGE_SCHEDULE, else every 5 minutes)")
     p.add_argument("--token-minutes", type=int, default=480,
                    help="lifetime of the printed dev tokens (default 480)")
     p.add_argument("--no-func", action="store_true",
@@ -61,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="run in the background; stop it with --stop")
     p.add_argument("--stop", action="store_true",
                    help="stop a stack running (e.g. detached) from --data-dir, then exit")
+    p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--print-env", action="store_true",
                    help="print shell exports for the stack running from --data-dir, then exit")
     return p
@@ -75,7 +82,8 @@ def _show(path: str | Path) -> str:
         return str(p)
 
 
-def banner(stack: Stack, token: str, admin_token: str, token_minutes: int) -> str:
+def banner(stack: Stack, token: str, admin_token: str, token_minutes: int,
+           detached: bool = False) -> str:
     base = stack.base_url
     api = stack.api_base
     blob, queue, table = stack.azurite_ports
@@ -102,7 +110,10 @@ def banner(stack: Stack, token: str, admin_token: str, token_minutes: int) -> st
         f"  ACS emulator   {stack.acs_endpoint}  (CA {_show(stack.ca_file)})",
         f"  Azurite        blob {blob}, queue {queue}, table {table}  ({storage})",
         f"  State          {_show(stack.state_file)}   logs: {_show(stack.logs_dir)}/",
+        *([f"  Web sample     {stack.web.url}  (sign in with any user id)"]
+          if stack.web else []),
         "",
+        *_env_lines(stack),
         f"Dev tokens (valid {token_minutes} minutes):",
         f"  export API={api}",
         f"  export TOKEN={token}",
@@ -129,10 +140,22 @@ def banner(stack: Stack, token: str, admin_token: str, token_minutes: int) -> st
         "New caller tokens:",
         f"  {mint}",
         "",
-        "Press Ctrl-C to stop.",
+        f"Stop it with: {_show(sys.executable)} -m localdev.stack --stop --data-dir "
+        f"{_show(stack.data_dir)}" if detached else "Press Ctrl-C to stop.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _env_lines(stack: Stack) -> list[str]:
+    """The settings the environment decided (Core Tools' precedence), so none surprises."""
+    if not stack.env_settings:
+        return []
+    return [
+        "Settings from the environment (over the stack's defaults; options override them):",
+        *(f"  {name}={value}" for name, value in stack.env_settings.items()),
+        "",
+    ]
 
 
 def env_exports(info: dict[str, object], settings: dict[str, str], token: str,
@@ -141,6 +164,9 @@ def env_exports(info: dict[str, object], settings: dict[str, str], token: str,
         "API_BASE": str(info["apiBase"]),
         "BEARER_TOKEN": token,
         "ADMIN_TOKEN": admin_token,
+        # The banner's short names, so its curl lines work after this too.
+        "API": str(info["apiBase"]),
+        "TOKEN": token,
         **settings,
     }
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in values.items())
@@ -183,7 +209,7 @@ def _stop_running(data_dir: Path, timeout: float = 60.0) -> int:
 
 
 def _detach(argv: list[str], data_dir: Path, timeout: float = 180.0) -> int:
-    args = [a for a in argv if a != "--detach"]
+    args = [a for a in argv if a != "--detach"] + ["--detached-child"]
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / "stack.log"
@@ -196,10 +222,10 @@ def _detach(argv: list[str], data_dir: Path, timeout: float = 180.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = read_stack_info(data_dir)
-        if info is not None and info.get("pid") == proc.pid:
+        # devToken is written after the banner is flushed: the log then holds all of it.
+        if info is not None and info.get("pid") == proc.pid and "devToken" in info:
             print(log_path.read_text(encoding="utf-8", errors="replace"))
-            print(f"detached (pid {proc.pid}); stop with: python -m localdev.stack --stop "
-                  f"--data-dir {_show(data_dir)}")
+            print(f"detached (pid {proc.pid})")
             return 0
         if proc.poll() is not None:
             sys.stderr.write(log_path.read_text(encoding="utf-8", errors="replace"))
@@ -220,12 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         return _stop_running(data_dir)
     if args.detach:
         return _detach(argv, data_dir)
-    for name in ("api_port", "issuer_port", "acs_port", "azurite_base_port"):
+    for name in ("api_port", "issuer_port", "acs_port", "azurite_base_port", "web_port"):
         if not 0 < getattr(args, name) < 65536 - 2:
             print(f"--{name.replace('_', '-')} must be a port number from 1 to 65533",
                   file=sys.stderr)
             return 2
-    if args.grace_minutes < 0:
+    if args.grace_minutes is not None and args.grace_minutes < 0:
         print("--grace-minutes must be >= 0", file=sys.stderr)
         return 2
 
@@ -239,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         grace_minutes=args.grace_minutes,
         purge_schedule=args.purge_schedule,
         use_func=False if args.no_func else None,
+        web_port=None if args.no_web else args.web_port,
     )
     stopping = False
 
@@ -257,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         token = stack.mint(SAMPLE_USER, minutes=args.token_minutes)
         admin = stack.mint(SAMPLE_ADMIN, roles=(ADMIN_ROLE,), minutes=args.token_minutes)
+        print(banner(stack, token, admin, args.token_minutes, args.detached_child), flush=True)
         stack.extra_info.update({"devUser": SAMPLE_USER, "devToken": token,
                                  "adminToken": admin})
         stack.write_state()
-        print(banner(stack, token, admin, args.token_minutes), flush=True)
         while True:
             for name, child in stack.children.items():
                 if not child.alive:

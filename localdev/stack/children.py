@@ -100,6 +100,9 @@ class Child:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._terminated = False
+        #: The signal the child shuts down cleanly on, and the least time it gets to.
+        self.stop_signal = signal.SIGTERM
+        self.stop_wait = 0.0
 
     @property
     def pid(self) -> int:
@@ -163,27 +166,30 @@ class Child:
             delay = min(delay * 1.5, 0.25)
 
     def terminate(self) -> None:
-        """SIGTERM to the child's process group, once (no wait).
+        """``stop_signal`` (SIGTERM unless set) to the child's process group, once (no wait).
 
-        Once only: Azurite handles the first SIGTERM (``process.once``) by saving its
-        databases; a second one would kill it before it has.
+        Once only: Azurite handles the first SIGINT/SIGTERM (``process.once``) by saving
+        its databases; a second one would kill it before it has.
         """
         if self.alive and not self._terminated:
             assert self.proc is not None
             self._terminated = True
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.proc.pid, self.stop_signal)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the group, SIGKILL after ``timeout``; returns the exit code."""
+        """Signal the group, SIGKILL after ``timeout`` (at least ``stop_wait``); returns
+        the exit code."""
         proc = self.proc
         if proc is None:
             self._close_log()
             return None
         self.terminate()
         try:
-            proc.wait(timeout)
+            proc.wait(max(timeout, self.stop_wait))
         except subprocess.TimeoutExpired:
+            print(f"{self.name} did not exit in time and was killed; its last writes may "
+                  f"be lost", file=sys.stderr, flush=True)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)

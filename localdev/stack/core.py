@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -27,9 +28,12 @@ from localdev.files import write_json_atomic
 from localdev.lifecycle import Managed
 
 from .children import Child, PortInUseError, StackError, free_port, port_accepts, port_is_free
+from .web import WebSample
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "api://acs-token-service"
+#: The delegated scope a browser app asks for (as an Entra ID API exposes one).
+API_SCOPE = AUDIENCE + "/access_as_user"
 ADMIN_ROLE = "TokenService.Admin"
 DEFAULT_PURGE_SCHEDULE = "0 */5 * * * *"
 #: Azurite's standard ports (blob, queue, table): ``UseDevelopmentStorage=true`` means these.
@@ -37,12 +41,36 @@ AZURITE_DEFAULT_PORTS = (10000, 10001, 10002)
 STATE_FILE = "stack.json"
 STARTUP_TIMEOUT = 60.0
 
+#: Settings that wire the app to the stack's own components (or that its dev tokens rely
+#: on): the stack always sets these; an inherited value would point the app elsewhere.
+WIRED_SETTINGS = frozenset({
+    "AzureWebJobsStorage", "COMMUNICATION_SERVICES_CONNECTION_STRING",
+    "COMMUNICATION_SERVICES_ENDPOINT", "IDENTITY_TABLE_CONNECTION",
+    "IDENTITY_TABLE_SERVICE_URI", "AZURE_CLIENT_ID", "AUTH_MODE", "AUTH_ISSUER",
+    "AUTH_AUDIENCE", "AUTH_JWKS_URI", "AUTH_ADMIN_ROLE", "AUTH_USER_CLAIM",
+    "AUTH_ROLES_CLAIM", "AUTH_REQUIRED_SCOPES", "WEBSITE_AUTH_ENABLED",
+})  # fmt: skip
+
+
 def _setting_names() -> set[str]:
-    """Settings the app reads that the stack decides; inherited values would be confusing.
-    ``shared.config`` imports no SDK, so asking the app itself costs nothing."""
+    """Settings the app reads. ``shared.config`` imports no SDK, so asking the app itself
+    costs nothing."""
     from shared.config import SETTING_NAMES
 
     return set(SETTING_NAMES)
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The app settings a non-empty environment variable decides, as Core Tools does: it
+    skips a local.settings.json value "as it's already defined in current environment
+    variables" when the variable is set and not empty (StartHostAction.UpdateEnvironmentVariables
+    in Azure/azure-functions-core-tools, src/Azure.Functions.Cli/Actions/HostActions/
+    StartHostAction.cs). Wired settings are not taken: see WIRED_SETTINGS."""
+    return {
+        name: environ[name]
+        for name in sorted(_setting_names() - WIRED_SETTINGS)
+        if environ.get(name)
+    }
 
 
 # Never send loopback calls through a proxy from the environment.
@@ -55,6 +83,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -86,8 +121,12 @@ def func_executable() -> str | None:
 class Stack(Managed):
     """Start every component; ``stop()`` (or leaving the ``with``) stops them in order.
 
+    App settings, as with Core Tools: explicit options (``grace_minutes``,
+    ``purge_schedule``, ``extra_settings``) win, then the environment (non-empty
+    variables; ``env_settings`` lists them), then the stack's defaults.
     Ports given as 0 are picked free (tests). ``use_func``: None = ``func start`` when it is
-    on PATH, False = always ``localdev.host``, True = require ``func``.
+    on PATH, False = always ``localdev.host``, True = require ``func``. ``web_port``: None =
+    no web sample, else serve examples/web there (0 = a free port), allowed by CORS.
     """
 
     def __init__(
@@ -98,13 +137,14 @@ class Stack(Managed):
         issuer_port: int = 0,
         acs_port: int = 0,
         azurite_ports: Sequence[int] = (0, 0, 0),
-        grace_minutes: int = 1440,
-        purge_schedule: str = DEFAULT_PURGE_SCHEDULE,
+        grace_minutes: int | None = None,
+        purge_schedule: str | None = None,
         use_func: bool | None = False,
         app_dir: str | os.PathLike[str] = REPO_ROOT,
         extra_settings: Mapping[str, str] | None = None,
         timers: bool = True,
         startup_timeout: float = STARTUP_TIMEOUT,
+        web_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.app_dir = Path(app_dir).resolve()
@@ -121,6 +161,8 @@ class Stack(Managed):
         self.timers = timers
         self.startup_timeout = startup_timeout
         self.audience = AUDIENCE
+        self.web_port = web_port
+        self.web: WebSample | None = None
 
         self.issuer = ""
         self.jwks_uri = ""
@@ -134,6 +176,8 @@ class Stack(Managed):
         self.base_url = ""
         self.host = ""
         self.settings: dict[str, str] = {}
+        #: The app settings taken from the environment (the banner lists them).
+        self.env_settings: dict[str, str] = {}
         self.children: dict[str, Child] = {}
         #: Merged into stack.json (the CLI adds its dev tokens here).
         self.extra_info: dict[str, Any] = {}
@@ -181,6 +225,7 @@ class Stack(Managed):
             (self.api_port, "function app API", "--api-port"),
             (self.issuer_port, "local OIDC issuer", "--issuer-port"),
             (self.acs_port, "ACS emulator", "--acs-port"),
+            (self.web_port or 0, "web sample", "--web-port"),
         ]
         for port, name in zip(self.azurite_ports, ("blob", "queue", "table"), strict=True):
             fixed.append((port, f"Azurite {name}", "--azurite-base-port"))
@@ -218,6 +263,11 @@ class Stack(Managed):
         self.ca_file = str(ca.cert_path)
         self.ca_bundle = str(self._write_ca_bundle(ca.cert_path))
 
+        if self.web_port is not None:
+            # Known before the issuer and the app start: both are told about its origin.
+            self.web = WebSample(self.web_port or free_port(), self.data_dir / "web")
+            self.web_port = self.web.port
+            self.web.build()
         base_env = self._base_env()
         # Azurite and the issuer have no dependencies: start both, then the emulator.
         blob, queue, table = self.azurite_ports
@@ -234,6 +284,8 @@ class Stack(Managed):
             self._azurite.table_port,
         )
         azurite = self._spawn("azurite", self._azurite.command(), base_env, REPO_ROOT)
+        # Azurite saves its tables only every 5 s and on a clean close: SIGINT, and time.
+        azurite.stop_signal, azurite.stop_wait = signal.SIGINT, 30.0
         issuer = self._spawn(
             "issuer",
             [
@@ -242,6 +294,7 @@ class Stack(Managed):
                 "--host", "127.0.0.1",
                 "--port", str(self.issuer_port),
                 "--audience", self.audience,
+                *(self.web.issuer_args() if self.web else []),
             ],
             base_env,
             REPO_ROOT,
@@ -289,6 +342,8 @@ class Stack(Managed):
         )
 
         self._start_app(base_env)
+        if self.web is not None:
+            self._start_web(self.web, base_env)
         self.write_state()
 
     def _start_app(self, base_env: Mapping[str, str]) -> None:
@@ -298,9 +353,8 @@ class Stack(Managed):
         self.api_base = self.base_url + "/api"
         self.settings = self.app_settings()
         env = dict(base_env)
-        for name in _setting_names():
-            env.pop(name, None)
-        env.update(self.settings)
+        for name in _setting_names() - self.env_settings.keys():
+            env.pop(name, None)  # an option or a default decides it: the file says which
         func = func_executable() if self.use_func is not False else None
         if self.use_func is True and func is None:
             raise StackError("func (Azure Functions Core Tools) is not on PATH")
@@ -308,6 +362,7 @@ class Stack(Managed):
         if func is not None:
             self.host = "func"
             self._write_func_settings()
+            env.update(self.settings)  # a hand-written local.settings.json may be kept
             venv_bin = str(Path(sys.executable).parent)
             env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
             env["languageWorkers__python__defaultExecutablePath"] = sys.executable
@@ -325,9 +380,17 @@ class Stack(Managed):
             ]  # fmt: skip
             if not self.timers:
                 cmd.append("--no-timers")
+            if self.web is not None:
+                cmd.extend(self.web.host_args())
             cwd = REPO_ROOT
         app = self._spawn("app", cmd, env, cwd)
         app.wait_for(self._host_running, self.startup_timeout * 2, "a running function host")
+
+    def _start_web(self, web: WebSample, base_env: Mapping[str, str]) -> None:
+        web.write_config(authority=self.issuer, api_scope=API_SCOPE, api_base=self.api_base)
+        child = self._spawn("web", web.serve_command(), base_env, REPO_ROOT)
+        child.wait_for(lambda: self._ready_json(web.ready_file, child), self.startup_timeout,
+                       "web.json")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the app first (it uses the rest), then the others together."""
@@ -397,8 +460,9 @@ class Stack(Managed):
             bundle.write_text(text, encoding="utf-8")
         return bundle
 
-    def app_settings(self) -> dict[str, str]:
-        """The function app's settings (what local.settings.json "Values" holds)."""
+    def app_settings(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The function app's settings (what local.settings.json "Values" holds): the
+        stack's defaults, then the environment's, then the explicit options."""
         settings = {
             "FUNCTIONS_WORKER_RUNTIME": "python",
             "AzureWebJobsStorage": self.storage_connection_string,
@@ -410,19 +474,29 @@ class Stack(Managed):
             "AUTH_ISSUER": self.issuer,
             "AUTH_AUDIENCE": self.audience,
             "AUTH_ADMIN_ROLE": ADMIN_ROLE,
-            "DELETION_GRACE_MINUTES": str(self.grace_minutes),
-            "PURGE_SCHEDULE": self.purge_schedule,
+            "DELETION_GRACE_MINUTES": "1440",
+            "PURGE_SCHEDULE": DEFAULT_PURGE_SCHEDULE,
+            "REVOKE_QUEUE_NAME": "acs-revoke-after-delete",
             "SSL_CERT_FILE": self.ca_bundle,
             "REQUESTS_CA_BUNDLE": self.ca_bundle,
         }
-        settings.update(self.extra_settings)
+        explicit = dict(self.extra_settings)
+        if self.grace_minutes is not None:
+            explicit["DELETION_GRACE_MINUTES"] = str(self.grace_minutes)
+        if self.purge_schedule is not None:
+            explicit["PURGE_SCHEDULE"] = self.purge_schedule
+        from_env = settings_from_environment(os.environ if environ is None else environ)
+        self.env_settings = {k: v for k, v in from_env.items() if k not in explicit}
+        settings.update(self.env_settings)
+        settings.update(explicit)
         return settings
 
     def _write_settings_file(self, path: Path) -> None:
         doc = {
             "IsEncrypted": False,
             "Values": self.settings,
-            "Host": {"LocalHttpPort": self.api_port},
+            "Host": {"LocalHttpPort": self.api_port,
+                     **(self.web.host_settings() if self.web else {})},
         }
         write_json_atomic(path, doc, private=True)
 
@@ -484,9 +558,12 @@ class Stack(Managed):
                 "azuriteBlob": blob,
                 "azuriteQueue": queue,
                 "azuriteTable": table,
+                **({"web": self.web.port} if self.web else {}),
             },
             "pids": self.pids,
-            "graceMinutes": self.grace_minutes,
+            "graceMinutes": _int_or_none(self.settings.get("DELETION_GRACE_MINUTES")),
+            "settingsFromEnvironment": sorted(self.env_settings),
+            **(self.web.info() if self.web else {}),
             **self.extra_info,
         }
 

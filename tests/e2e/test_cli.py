@@ -40,12 +40,12 @@ def free_ports(count: int, consecutive: bool = False) -> list[int]:
 
 
 def stack_args(data_dir: Path) -> list[str]:
-    api, issuer, acs = free_ports(3)
+    api, issuer, acs, web = free_ports(4)
     azurite = free_ports(3, consecutive=True)[0]
     return [
         "--data-dir", str(data_dir), "--no-func", "--grace-minutes", "0",
         "--api-port", str(api), "--issuer-port", str(issuer), "--acs-port", str(acs),
-        "--azurite-base-port", str(azurite),
+        "--azurite-base-port", str(azurite), "--web-port", str(web),
     ]  # fmt: skip
 
 
@@ -118,7 +118,8 @@ def test_stack_cli_runs_stops_and_reuses_state(tmp_path: Path) -> None:
             assert info[key], key
         assert info["host"] == "localdev.host"
         assert info["apiBase"] == f"http://127.0.0.1:{args[args.index('--api-port') + 1]}/api"
-        assert set(info["pids"]) == {"azurite", "issuer", "acs", "app"}
+        assert set(info["pids"]) == {"azurite", "issuer", "acs", "app", "web"}
+        check_web_sample(first, args)
         assert http("GET", info["apiBase"] + "/health").json() == {"status": "ok"}
         token = first.printed("TOKEN")
         issued = http("POST", info["apiBase"] + "/token", token=token)
@@ -143,6 +144,41 @@ def test_stack_cli_runs_stops_and_reuses_state(tmp_path: Path) -> None:
         assert all(gone(pid) for pid in pids)
 
 
+def check_web_sample(running: RunningStack, args: list[str]) -> None:
+    """The web sample as make run serves it: its own origin, its stack.json keys (a named
+    contract), the banner line, its config.json, and the API's CORS allowing its origin."""
+    info = running.info
+    origin = f"http://127.0.0.1:{args[args.index('--web-port') + 1]}"
+    assert info["webUrl"] == origin + "/"
+    assert info["webClientId"] == "acs-token-service-web"
+    assert info["webRedirectUri"] == info["webUrl"]
+    assert info["ports"]["web"] == int(origin.rsplit(":", 1)[1])
+    assert re.search(rf"^  Web sample +{re.escape(info['webUrl'])} ", running.output(),
+                     re.MULTILINE), running.output()
+    page = http("GET", info["webUrl"])
+    assert page.status == 200 and b'<script type="module" src="app.js">' in page.body
+    script = http("GET", info["webUrl"] + "app.js")
+    assert {k.lower(): v for k, v in script.headers.items()}["content-type"] == "text/javascript"
+    config = http("GET", info["webUrl"] + "config.json").json()
+    assert config == {
+        "authority": info["issuer"],
+        "clientId": info["webClientId"],
+        "redirectUri": info["webRedirectUri"],
+        "apiScope": info["audience"] + "/access_as_user",
+        "apiBase": info["apiBase"],
+    }
+    preflight = http("OPTIONS", info["apiBase"] + "/token", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == origin
+    other = http("OPTIONS", info["apiBase"] + "/token", headers={
+        "Origin": "http://127.0.0.1:1", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    settings = json.loads(Path(info["settingsFile"]).read_text())
+    assert settings["Host"]["CORS"] == origin  # what func start (Core Tools) reads
+
+
 def test_sigint_during_startup_stops_what_was_started(tmp_path: Path) -> None:
     data_dir = tmp_path / "localdev"
     with open(tmp_path / "out", "wb") as fh:
@@ -161,7 +197,8 @@ def test_sigint_during_startup_stops_what_was_started(tmp_path: Path) -> None:
     assert not (data_dir / "stack.json").exists()
 
 
-def test_print_env_and_busy_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--api-port", "--web-port"])
+def test_print_env_and_busy_port(flag: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "localdev"
     # No stack running: --print-env explains and fails.
     proc = subprocess.run(
@@ -176,18 +213,18 @@ def test_print_env_and_busy_port(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         args = stack_args(data_dir)
-        args[args.index("--api-port") + 1] = str(port)
+        args[args.index(flag) + 1] = str(port)
         proc = subprocess.run(
             [sys.executable, "-m", "localdev.stack", *args],
             cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert proc.returncode == 1
     assert f"port {port}" in proc.stderr
-    assert "--api-port" in proc.stderr
+    assert flag in proc.stderr
     assert not (data_dir / "stack.json").exists()
 
 
-@pytest.mark.parametrize("flag", ["--api-port", "--azurite-base-port"])
+@pytest.mark.parametrize("flag", ["--api-port", "--azurite-base-port", "--web-port"])
 def test_invalid_port_flag(flag: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "localdev.stack", "--data-dir", str(tmp_path), flag, "70000"],

@@ -61,8 +61,19 @@ def test_python_client_reports_service_errors(client: StackClient) -> None:
     pytest.importorskip("azure.communication.chat")
     proc = run([sys.executable, "examples/python/client.py"],
                {"API_BASE": client.api, "BEARER_TOKEN": "not-a-token"})
-    assert proc.returncode != 0
-    assert "401" in proc.stderr
+    assert proc.returncode == 1
+    assert "401" in proc.stderr and '"error"' in proc.stderr  # the status and the body
+    assert "Traceback" not in proc.stderr and "Exception in thread" not in proc.stderr
+
+
+def test_python_client_reads_the_banners_names(client: StackClient) -> None:
+    """`make run` prints `export API=... TOKEN=...`: pasting them is enough."""
+    pytest.importorskip("azure.communication.chat")
+    _, bearer = client.new_user()
+    proc = run([sys.executable, "examples/python/client.py"],
+               {"API_BASE": "", "BEARER_TOKEN": "", "API": client.api, "TOKEN": bearer})
+    assert proc.returncode == 0, proc.stderr
+    check_output(client, proc.stdout, bearer)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
@@ -85,7 +96,7 @@ def test_node_client_from_arguments_and_errors(client: StackClient) -> None:
     assert proc.returncode == 0, proc.stderr
     check_output(client, proc.stdout, bearer)
 
-    bad = run(["node", "examples/node/client.mjs"],
-              {"API_BASE": client.api, "BEARER_TOKEN": "not-a-token"})
+    bad = run(["node", "examples/node/client.mjs"],  # the banner's names work too
+              {"API_BASE": "", "BEARER_TOKEN": "", "API": client.api, "TOKEN": "not-a-token"})
     assert bad.returncode == 1
     assert "401" in bad.stderr

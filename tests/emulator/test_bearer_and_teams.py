@@ -18,7 +18,7 @@ from azure.communication.identity.aio import (
     CommunicationIdentityClient as AsyncCommunicationIdentityClient,
 )
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from localdev.acs_emulator import EmulatorProcess
@@ -28,6 +28,10 @@ from .helpers import API, decode_segment, signed
 ACS_AUD = "https://communication.azure.com"
 TEAMS_AUD = "https://auth.msft.communication.azure.com"
 APP_ID = "11111111-2222-3333-4444-555555555555"
+TEAMS_SCP = "Teams.ManageCalls Teams.ManageChats"
+# The real answers quoted below are in Azure/azure-sdk-for-python sdk/communication/
+# azure-communication-identity/tests/recordings/test_communication_identity_client.pyTestClient
+# test_get_token_for_teams_user_with_<case>.json ("REC <case>" below).
 
 
 class Jwks:
@@ -209,7 +213,9 @@ def test_unknown_kid_triggers_refetch(jemu: EmulatorProcess, jwks: Jwks) -> None
 
 # ---------------------------------------------------------------------------- Teams
 def teams_token(key: Any, oid: str, **claims: Any) -> str:
-    base = {"aud": TEAMS_AUD, "appid": APP_ID, "oid": oid, "tid": str(uuid.uuid4())}
+    base = {
+        "aud": TEAMS_AUD, "appid": APP_ID, "oid": oid, "tid": str(uuid.uuid4()), "scp": TEAMS_SCP
+    }
     base.update(claims)
     return make_jwt(key, "rsa-1", **base)
 
@@ -233,7 +239,8 @@ def test_teams_exchange_caps_at_24h_and_accepts_azp(
 ) -> None:
     oid = str(uuid.uuid4())
     entra = make_jwt(
-        rsa_key, "rsa-1", aud=TEAMS_AUD, azp=APP_ID, oid=oid, exp=int(time.time()) + 48 * 3600
+        rsa_key, "rsa-1", aud=TEAMS_AUD, azp=APP_ID, oid=oid, exp=int(time.time()) + 48 * 3600,
+        tid=str(uuid.uuid4()), scp=TEAMS_SCP,
     )
     r = signed(
         jemu,
@@ -248,19 +255,21 @@ def test_teams_exchange_caps_at_24h_and_accepts_azp(
 
 @pytest.mark.parametrize(
     "case",
-    ["wrong-app", "wrong-user", "wrong-aud", "acs-aud", "expired", "garbage", "foreign-key"],
+    [
+        "wrong-aud", "acs-aud", "expired", "garbage", "foreign-key", "empty-token",
+        "empty-token-and-user", "no-scp", "only-calls-scope", "no-tid",
+    ],
 )
-def test_teams_exchange_rejections(
+def test_teams_exchange_invalid_token_is_401(
     jemu: EmulatorProcess, rsa_key: rsa.RSAPrivateKey, case: str
 ) -> None:
+    """REC invalid_token[invalid_token-invalid], REC expired_token, REC invalid_token[empty_token-]
+    (an empty token with an empty userId is still the 401: the token is checked first).
+    Missing Teams scopes or tenant: the real answer is not recorded (see docs/emulator.md)."""
     oid = str(uuid.uuid4())
     app, user = APP_ID, oid
     token = teams_token(rsa_key, oid)
-    if case == "wrong-app":
-        app = str(uuid.uuid4())
-    elif case == "wrong-user":
-        user = str(uuid.uuid4())
-    elif case == "wrong-aud":
+    if case == "wrong-aud":
         token = teams_token(rsa_key, oid, aud="https://graph.microsoft.com")
     elif case == "acs-aud":
         token = teams_token(rsa_key, oid, aud=ACS_AUD)
@@ -271,6 +280,16 @@ def test_teams_exchange_rejections(
     elif case == "foreign-key":
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         token = teams_token(other, oid)
+    elif case == "empty-token":
+        token = ""
+    elif case == "empty-token-and-user":
+        token, user = "", ""
+    elif case == "no-scp":
+        token = teams_token(rsa_key, oid, scp="User.Read")
+    elif case == "only-calls-scope":
+        token = teams_token(rsa_key, oid, scp="Teams.ManageCalls")
+    elif case == "no-tid":
+        token = teams_token(rsa_key, oid, tid=None)
     c = CommunicationIdentityClient.from_connection_string(
         jemu.connection_string, connection_verify=jemu.ca_file
     )
@@ -279,6 +298,75 @@ def test_teams_exchange_rejections(
     assert ei.value.status_code == 401
     assert ei.value.error.code == "InvalidAccessToken"
     assert ei.value.error.message == "Provided access token is not valid."
+    assert ei.value.error.target is None
+    headers = ei.value.response.headers
+    assert headers["Content-Type"] == "application/json"
+    assert "api-supported-versions" not in headers
+
+
+OTHER = "22222222-3333-4444-5555-666666666666"
+
+
+@pytest.mark.parametrize(
+    ("case", "message", "target", "advertised"),
+    [
+        # REC wrong_client_id: a valid token for another app
+        ("wrong-app", "AAD application is not the expected one.", "appId", True),
+        # REC wrong_user_object_id
+        ("wrong-user", "Provided AAD token issued for unexpected user.", "userId", True),
+        # REC invalid_client_id[invalid_client_id-invalid]
+        ("bad-app-format", "Provided AppId has invalid format.", "appId", True),
+        # REC invalid_user_object_id[invalid_user_object_id-invalid]
+        ("bad-user-format", "Provided UserId has invalid format.", "userId", True),
+        # REC invalid_client_id[empty_client_id-]
+        ("empty-app", "AppId: The AppId field is required.", "AppId", False),
+        # REC invalid_user_object_id[empty_user_object_id-]
+        ("empty-user", "UserId: The UserId field is required.", "UserId", False),
+    ],
+)
+def test_teams_exchange_wrong_ids_are_400_not_401(
+    jemu: EmulatorProcess,
+    rsa_key: rsa.RSAPrivateKey,
+    case: str,
+    message: str,
+    target: str,
+    advertised: bool,
+) -> None:
+    """On Azure these are HttpResponseError (400), not ClientAuthenticationError (401)."""
+    oid = str(uuid.uuid4())
+    app, user = APP_ID, oid
+    token = teams_token(rsa_key, oid)
+    if case == "wrong-app":
+        app = OTHER
+    elif case == "wrong-user":
+        user = OTHER
+    elif case == "bad-app-format":
+        app = "invalid"
+    elif case == "bad-user-format":
+        user = "invalid"
+    elif case == "empty-app":
+        app = ""
+    elif case == "empty-user":
+        user = ""
+    c = CommunicationIdentityClient.from_connection_string(
+        jemu.connection_string, connection_verify=jemu.ca_file
+    )
+    with pytest.raises(HttpResponseError) as ei:
+        c.get_token_for_teams_user(token, app, user)
+    assert not isinstance(ei.value, ClientAuthenticationError)
+    assert ei.value.status_code == 400
+    assert ei.value.error.code == "ValidationError"
+    assert ei.value.error.message == message
+    assert ei.value.error.target == target
+    headers = ei.value.response.headers
+    assert headers["Content-Type"] == "application/json"
+    if advertised:  # REC wrong_user_object_id: the Teams operation's own, shorter list
+        assert headers["api-supported-versions"].startswith(
+            "2021-10-31-preview, 2022-06-01, 2022-10-01, 2023-08-01"
+        )
+        assert "2021-03-07" not in headers["api-supported-versions"]
+    else:
+        assert "api-supported-versions" not in headers
 
 
 def test_teams_exchange_without_jwks_is_401(emu: EmulatorProcess) -> None:
@@ -295,10 +383,18 @@ def test_teams_exchange_without_jwks_is_401(emu: EmulatorProcess) -> None:
     assert emu.stats()["requests"]["exchangeTeamsUserAccessToken"] == 1
 
 
-def test_teams_exchange_missing_fields_is_400(emu: EmulatorProcess) -> None:
-    r = signed(emu, "POST", f"/teamsUser/:exchangeAccessToken?api-version={API}", {"token": "x"})
-    assert r.status_code == 400
-    assert r.json()["error"]["code"] == "ValidationError"
+def test_teams_exchange_success_headers(jemu: EmulatorProcess, rsa_key: rsa.RSAPrivateKey) -> None:
+    """REC valid_params: 200, charset on success, the Teams api-supported-versions list."""
+    oid = str(uuid.uuid4())
+    r = signed(
+        jemu,
+        "POST",
+        "/teamsUser/:exchangeAccessToken?api-version=2022-10-01",
+        {"token": teams_token(rsa_key, oid), "appId": APP_ID, "userId": oid},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert r.headers["api-supported-versions"].startswith("2021-10-31-preview, 2022-06-01, ")
 
 
 async def test_teams_exchange_aio(jemu: EmulatorProcess, rsa_key: rsa.RSAPrivateKey) -> None:

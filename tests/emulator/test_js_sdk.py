@@ -17,9 +17,14 @@ SCRIPT = Path(__file__).parent / "js" / "smoke.mjs"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_js_sdk_smoke(emu: EmulatorProcess) -> None:
+@pytest.mark.parametrize("expires_on_digits", [None, 7, 0])
+def test_js_sdk_smoke(emu: EmulatorProcess, expires_on_digits: int | None) -> None:
+    """Every operation and error path; expiresOn with 7 fractional digits (as the service
+    writes it, Azure/azure-sdk-for-net .../SessionRecords/CommunicationIdentityClientLiveTests/
+    CreateUserAndTokenWithChatScope.json), none, and the default must all parse to a Date."""
     if not (REPO / "node_modules" / "@azure" / "communication-identity").is_dir():
         pytest.fail("npm packages missing: run npm ci in the repo root")
+    emu.configure(expires_on_digits=expires_on_digits)
     env = {
         **os.environ,
         "ACS_CONNECTION_STRING": emu.connection_string,

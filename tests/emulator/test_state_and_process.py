@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from azure.communication.identity import CommunicationIdentityClient
+from azure.communication.identity import CommunicationIdentityClient, CommunicationUserIdentifier
 from azure.core.exceptions import ResourceNotFoundError
 
 from localdev.acs_emulator import EmulatorError, EmulatorProcess
@@ -52,6 +52,41 @@ def test_state_file_survives_restart(
     with pytest.raises(ResourceNotFoundError):
         c.get_token(gone, ["chat"])
     assert emu.validate(c.get_token(kept, ["chat"]).token)["valid"] is True
+
+
+def test_pending_revoke_and_version_1_state_files_survive_restart(
+    emulator_factory: Callable[..., EmulatorProcess], tmp_path: Path
+) -> None:
+    """Revocation lives in the state file now that tokens carry no private claim: a delayed
+    revoke is still pending after a restart; a state file written before (version 1,
+    revocation generations) still loads."""
+    state = tmp_path / "acs-state.json"
+    emu = emulator_factory(state_file=state, revoke_delay=600)
+    c = client(emu)
+    user, old = c.create_user_and_token(["chat"])
+    c.revoke_tokens(user)
+    emu.stop()
+    saved = json.loads(state.read_text())
+    assert saved["version"] == 2
+    cutoff, _, pending = saved["identities"][user.properties["id"]]
+    assert cutoff == 0 and len(pending) == 1
+    emu.start()
+    assert emu.validate(old.token)["valid"] is True  # still pending: 600 s have not passed
+    emu.stop()
+
+    resource = emu.resource_id
+    v1 = {
+        "version": 1,
+        "resourceId": resource,
+        "identities": {f"8:acs:{resource}_a": 0, f"8:acs:{resource}_b": 3},
+        "deleted": [f"8:acs:{resource}_c"],
+    }
+    state.write_text(json.dumps(v1))
+    emu.start()
+    assert sorted(emu.identities()) == [f"8:acs:{resource}_a", f"8:acs:{resource}_b"]
+    for ident in emu.identities():
+        assert emu.validate(client(emu).get_token(
+            CommunicationUserIdentifier(ident), ["chat"]).token)["valid"] is True
 
 
 def test_without_state_file_keys_persist_but_identities_do_not(

@@ -38,21 +38,29 @@ def issue(emu: EmulatorProcess, ident: str) -> str:
     return str(r.json()["token"])
 
 
-def test_token_header_and_jwks(emu: EmulatorProcess) -> None:
+def test_token_shape_matches_real_rs256_tokens(emu: EmulatorProcess) -> None:
+    """Real ACS tokens: RS256 with kid and x5t; payload exactly skypeid, scp, csi, exp, acsScope,
+    resourceId, iat (a sanitised real token decoded in Azure/azure-cli-extensions
+    src/communication/azext_communication/tests/latest/test_communication_chat_scenario.py);
+    about 800 characters. No private claim: revocation lives in the emulator."""
     user, tok = client(emu).create_user_and_token(["chat", "voip"])
     header = decode_segment(tok.token.split(".")[0])
-    assert header["alg"] == "ES256"
+    assert header == {"alg": "RS256", "kid": header["kid"], "x5t": header["x5t"], "typ": "JWT"}
     jwks = emu.jwks()
     (key,) = jwks["keys"]
+    assert key["kty"] == "RSA"
     assert header["kid"] == key["kid"]
     assert header["x5t"] == key["x5t"]
     claims = jwt.decode(
-        tok.token, jwt.PyJWK(key).key, algorithms=["ES256"], options={"verify_aud": False}
+        tok.token, jwt.PyJWK(key).key, algorithms=["RS256"], options={"verify_aud": False}
     )
+    assert list(claims) == ["skypeid", "scp", "csi", "exp", "acsScope", "resourceId", "iat"]
     assert claims["skypeid"] == user.properties["id"][2:]
-    assert set(claims) >= {"skypeid", "scp", "csi", "iat", "exp", "acsScope", "resourceId"}
-    assert isinstance(claims["scp"], int)
-    assert isinstance(claims["csi"], str)
+    assert claims["scp"] == 1792
+    assert claims["csi"] == str(claims["iat"])
+    assert claims["acsScope"] == "chat,voip"
+    assert claims["resourceId"] == emu.resource_id
+    assert 760 <= len(tok.token) <= 840, len(tok.token)
 
 
 def test_revocation_exact_within_the_same_second(emu: EmulatorProcess) -> None:

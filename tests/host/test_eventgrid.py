@@ -108,7 +108,10 @@ async def test_subscription_validation_handshake(client: Client, sample_state: M
         headers={"aeg-event-type": "SubscriptionValidation"},
     )
     assert resp.status == 200
-    assert await resp.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+    # The extension answers with StringContent: text/plain, the JSON as text
+    # (Microsoft.Azure.WebJobs.Extensions.EventGrid HttpRequestProcessor.cs).
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert await resp.text() == '{"validationResponse":"512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}'
     assert sample_state.EVENTS == []  # the function is not invoked
 
 

@@ -125,3 +125,31 @@ def test_missing_setting_is_an_error_naming_it() -> None:
 def test_unrecognised_expression_message() -> None:
     with pytest.raises(ScheduleError, match="not recognized"):
         parse_schedule("every five minutes", {})
+
+
+# Where croniter (which computes the occurrences) is laxer than NCrontab, the adapter keeps
+# NCrontab's rules: NCrontab's CrontabFieldKind.DayOfWeek is 0-6, ranges must not be
+# reversed, names are case-insensitive prefixes, and there are no L, #, ? or H extensions.
+@pytest.mark.parametrize(
+    "expr",
+    ["0 0 0 * * 0-7", "0 0 0 * * 7-1", "0 0 0 * * 5-7", "0 0 23-1 * * *", "0 0 0 L * *",
+     "0 0 0 * * 5#2", "0 0 0 ? * *", "0 H * * * *", "0 0 0 * * 5L"],
+)
+def test_croniter_extensions_are_refused(expr: str) -> None:
+    with pytest.raises(ScheduleError):
+        CronSchedule(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("0 0 8 * * T", dt.datetime(2024, 1, 2, 8)),         # first prefix match: Tuesday
+        ("0 0 8 * * sAt", dt.datetime(2024, 1, 6, 8)),
+        ("0 0 8 * * Wednesday", dt.datetime(2024, 1, 3, 8)),
+        ("0 0 8 1 Ma *", dt.datetime(2024, 3, 1, 8)),        # March before May
+        ("0 0 8 * * */3", dt.datetime(2024, 1, 3, 8)),       # a step is not a day value
+        ("0 0 8 * * 1/12", dt.datetime(2024, 1, 8, 8)),
+    ],
+)
+def test_ncrontab_names_and_steps(expr: str, expected: dt.datetime) -> None:
+    assert nxt(expr) == expected

@@ -4,11 +4,44 @@ from __future__ import annotations
 
 import pytest
 
-from localdev.host.routes import RouteTemplate, RouteTemplateError, split_path
+from localdev.host.routes import RouteTemplate, RouteTemplateError, decode_segment, split_path
 
 
 def m(template: str, path: str) -> dict[str, str] | None:
     return RouteTemplate(template).match(split_path(path))
+
+
+# Kestrel's UrlDecoder (dotnet/aspnetcore src/Shared/UrlDecoder/UrlDecoder.cs): DecodeCore
+# refuses an invalid lead byte, a non-continuation byte, an overlong form, a UTF-16 surrogate
+# (0xD800-0xDFFF) and anything above U+10FFFF; Copy then writes the escapes it scanned as they
+# were written, never U+FFFD. So "%FF" is not a second spelling of "%EF%BF%BD".
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("%FF", "%FF"),  # not a UTF-8 lead byte
+        ("%ff", "%ff"),  # kept as written, case included
+        ("%C0%AF", "%C0%AF"),  # overlong '/'
+        ("%ED%A0%80", "%ED%A0%80"),  # surrogate U+D800
+        ("%F4%90%80%80", "%F4%90%80%80"),  # above U+10FFFF
+        ("%E2%82", "%E2%82"),  # truncated sequence
+        ("%E2%82x", "%E2%82x"),
+        ("%80", "%80"),  # lone continuation byte
+        ("%EF%BF%BD", "\ufffd"),  # U+FFFD itself, validly encoded
+        ("%C3%A9", "\u00e9"),
+        ("%E2%82%AC", "\u20ac"),
+        ("%F0%9F%98%80", "\U0001f600"),
+        ("%C3%A9%FF%41", "\u00e9%FFA"),  # the valid escapes around an invalid one decode
+        ("%E2%41", "%E2A"),  # decoding resumes at the escape that broke the sequence
+        ("a%2F%FF%20b", "a%2F%FF b"),
+    ],
+)
+def test_decode_segment_keeps_invalid_utf8_as_written(raw: str, decoded: str) -> None:
+    assert decode_segment(raw) == decoded
+
+
+def test_invalid_utf8_is_not_another_spelling_of_the_replacement_character() -> None:
+    assert decode_segment("%FF") != decode_segment("%EF%BF%BD")
+    assert m("users/{id}", "users/%FF") == {"id": "%FF"}
 
 
 def test_literals_are_case_insensitive() -> None:
@@ -19,8 +52,13 @@ def test_literals_are_case_insensitive() -> None:
 
 def test_parameters_and_decoding() -> None:
     assert m("users/{id}/posts/{post}", "users/42/posts/a%20b") == {"id": "42", "post": "a b"}
-    # a decoded %2F stays inside its segment
-    assert m("p/{x}", "p/a%2Fb") == {"x": "a/b"}
+    # Kestrel leaves %2F encoded in route values and decodes every other escape
+    # (dotnet/aspnetcore#2655 "the only exception seems to be %2F", #17864)
+    assert m("p/{x}", "p/a%2Fb") == {"x": "a%2Fb"}
+    assert m("p/{x}", "p/a%2fb") == {"x": "a%2fb"}
+    assert m("p/{x}", "p/a%252Fb") == {"x": "a%2Fb"}
+    assert m("p/{x}", "p/%25%3F%23%20%C3%A9") == {"x": "%?# é"}
+    assert m("files/{*rest}", "files/a/b%2Fc%20d") == {"rest": "a/b%2Fc d"}
 
 
 @pytest.mark.parametrize(

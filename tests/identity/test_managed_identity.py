@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.calls import INDEXED, call, request
+from tests.calls import FUNCTIONS, call, request
 
 from .conftest import CLIENT_ID, Wire
 
@@ -37,7 +37,7 @@ class _Timer:
 
 
 async def run_purge() -> None:
-    fn = INDEXED["purge_deleted_users"].get_user_function()
+    fn = FUNCTIONS["purge_deleted_users"]
     await fn(timer=_Timer(), context=_Context("purge_deleted_users"))
 
 

@@ -44,6 +44,7 @@ REQUIRED_APP_SETTINGS = (
     "TOKEN_LIFETIME_MINUTES",
     "DELETION_GRACE_MINUTES",
     "PURGE_SCHEDULE",
+    "REVOKE_QUEUE_NAME",
     "EVENT_ACTIONS",
 )
 
@@ -890,3 +891,72 @@ def test_outputs_for_azd() -> None:
     assert "AZURE_CLIENT_ID" not in outputs
     api = parse(INFRA / "app" / "api.bicep")["outputs"]
     assert api["uri"]["value"] == "https://${functionApp.properties.defaultHostName}/api"
+
+
+# ---------------------------------------------------------------------------------------------
+# Browser access (platform CORS)
+# ---------------------------------------------------------------------------------------------
+
+
+def _evaluate(node: Any, scope: dict[str, Any]) -> Any:
+    """Evaluate the small Bicep subset the CORS list is built with (split, trim, map, filter,
+    empty, !, lambdas), so the test checks what the platform would receive, not just names."""
+    if isinstance(node, str):
+        return scope.get(node, node)
+    if not isinstance(node, dict):
+        return node
+    if "operator" in node:
+        op = node["operator"]
+        assert op["type"] == "not", f"unsupported operator {op['type']}"
+        return not _evaluate(op["operands"]["bool_value"], scope)
+    fn = node["function"]
+    args = list(fn["parameters"].values())
+
+    def call(lam: dict[str, Any], value: Any) -> Any:
+        assert lam["type"] == "lambda_expression"
+        return _evaluate(lam["detail"]["expression"], {**scope, lam["detail"]["var_1"]: value})
+
+    match fn["type"]:
+        case "split":
+            return _evaluate(args[0], scope).split(_evaluate(args[1], scope))
+        case "trim":
+            return _evaluate(args[0], scope).strip()
+        case "empty":
+            return len(_evaluate(args[0], scope)) == 0
+        case "map":
+            return [call(args[1], v) for v in _evaluate(args[0], scope)]
+        case "filter":
+            return [v for v in _evaluate(args[0], scope) if call(args[1], v)]
+    raise AssertionError(f"unsupported function {fn['type']}")
+
+
+def test_allowed_origins_reach_site_config_cors() -> None:
+    """ALLOWED_ORIGINS (azd env) -> main.parameters.json -> main.bicep allowedOrigins ->
+    app/api.bicep -> the function app's siteConfig.cors.allowedOrigins (the platform CORS that
+    `az functionapp cors add` edits; Microsoft.Web/sites siteConfig.cors.allowedOrigins)."""
+    assert _parameters_json()["allowedOrigins"]["value"] == "${ALLOWED_ORIGINS}"
+    assert parse(MAIN)["parameters"]["allowedOrigins"]["default"] == ""  # unset: no CORS
+
+    path, _, site = single("Microsoft.Web/sites")
+    [(caller, call)] = module_calls(path)
+    assert caller == MAIN
+    assert call["params"]["allowedOrigins"] == "allowedOrigins"
+
+    cors = get(unwrap(site)[0], "properties.siteConfig.cors")
+    # Bearer tokens, not cookies: no credentialed CORS (and so '*' stays legal).
+    assert cors["supportCredentials"] is False
+    doc = parse(path)
+    expression = cors["allowedOrigins"]
+    if isinstance(expression, str) and expression in doc.get("variables", {}):
+        expression = doc["variables"][expression]["value"]
+
+    def origins(setting: str) -> Any:
+        return _evaluate(expression, {"allowedOrigins": setting})
+
+    assert origins("") == []
+    assert origins("https://app.contoso.com") == ["https://app.contoso.com"]
+    assert origins(" https://app.contoso.com , http://localhost:5173,") == [
+        "https://app.contoso.com",
+        "http://localhost:5173",
+    ]
+    assert origins("*") == ["*"]

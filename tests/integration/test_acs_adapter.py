@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
+import jwt
 import pytest
 
 from shared.acs import SdkAcsGateway, parse_expires_on
 from shared.errors import AcsIdentityNotFound, AcsRejected, Throttled, Unavailable
 from shared.models import Scope
+from tests.revoke_clock import aleave_revoke_second
 
 
 @pytest.fixture
@@ -27,8 +30,12 @@ async def test_lifecycle_against_emulator(gateway, acs):
     second = await gateway.get_token(acs_id, [Scope.CHAT], 120)
     await gateway.revoke_tokens(acs_id)
     assert not acs.validate(second.token)["valid"]
+    await aleave_revoke_second()  # a same-second token's fate on Azure is unknown
     third = await gateway.get_token(acs_id, [Scope.VOIP], 60)
     assert acs.validate(third.token)["valid"]
+    # Valid on its own clock second, not by the emulator pushing iat ahead (docs/emulator.md).
+    claims = jwt.decode(third.token, options={"verify_signature": False})
+    assert claims["iat"] <= time.time()
     await gateway.delete_user(acs_id)
     assert not acs.validate(third.token)["valid"]
     with pytest.raises(AcsIdentityNotFound):
@@ -88,12 +95,28 @@ async def test_wrong_key_is_unavailable_not_leaked(acs):
         await gateway.close()
 
 
+# Entra ids are GUIDs: the real service refuses others with 400 "Provided AppId has invalid
+# format." (Azure/azure-sdk-for-python sdk/communication/azure-communication-identity/tests/
+# recordings/test_communication_identity_client.pyTestClienttest_get_token_for_teams_user_with_
+# invalid_client_id[invalid_client_id-invalid].json), and the emulator now does too.
+TEAMS_OID = "0b6c2d9e-53a1-4d7c-9a52-3c1f7e0a4b11"
+TEAMS_APP = "5f1e9c7a-2b3d-4e8f-a1c6-7d9b0e2f4a35"
+OTHER_APP = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+
 async def test_teams_exchange(gateway, acs, issuer):
-    entra = issuer.mint_teams(oid="teams-oid", appid="app-1")
-    token = await gateway.exchange_teams_token(entra, "app-1", "teams-oid")
+    entra = issuer.mint_teams(oid=TEAMS_OID, appid=TEAMS_APP)
+    token = await gateway.exchange_teams_token(entra, TEAMS_APP, TEAMS_OID)
     assert acs.validate(token.token)["valid"]
+    # Wrong app: a 400 on Azure (...test_get_token_for_teams_user_with_wrong_client_id.json).
     with pytest.raises(AcsRejected):
-        await gateway.exchange_teams_token(entra, "app-2", "teams-oid")
+        await gateway.exchange_teams_token(entra, OTHER_APP, TEAMS_OID)
+    # Malformed app id: 400 "Provided AppId has invalid format."; expired token: 401.
+    with pytest.raises(AcsRejected):
+        await gateway.exchange_teams_token(entra, "app-2", TEAMS_OID)
+    stale = issuer.mint_teams(oid=TEAMS_OID, appid=TEAMS_APP, minutes=-5)
+    with pytest.raises(AcsRejected):
+        await gateway.exchange_teams_token(stale, TEAMS_APP, TEAMS_OID)
 
 
 @pytest.mark.parametrize(("raw", "micro"), [

@@ -18,7 +18,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from tests.calls import INDEXED, request
+from tests.calls import FUNCTIONS, request
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -42,7 +42,7 @@ class Timer:
 
 
 def fn(name: str) -> Any:
-    return INDEXED[name].get_user_function()
+    return FUNCTIONS[name]
 
 
 async def http(name: str, req: func.HttpRequest, invocation_id: str = "inv-test"
@@ -163,10 +163,11 @@ async def test_metric_lines_of_an_end_to_end_flow(issuer, acs, metrics, monkeypa
 
 
 async def test_teams_exchange_metric(issuer, metrics):
-    entra = issuer.mint_teams(oid="teams-obs", appid="app-obs")
+    oid, app = "4e3d2c1b-0a9f-4e8d-b7c6-5a4f3e2d1c0b", "7b6a5f4e-3d2c-4b1a-8f9e-8d7c6b5a4f3e"
+    entra = issuer.mint_teams(oid=oid, appid=app)  # GUIDs, as ACS requires
     status, _, _ = await http("exchange_teams_token", request(
-        "POST", "token/teams", token=issuer.mint("teams-obs"),
-        body={"token": entra, "appId": "app-obs", "userId": "teams-obs"}))
+        "POST", "token/teams", token=issuer.mint(oid),
+        body={"token": entra, "appId": app, "userId": oid}))
     assert status == 200
     assert [(n, v) for n, v, _ in metrics.take()] == [("teams_tokens_issued", 1)]
 

@@ -85,10 +85,9 @@ def user_rows() -> dict[str, dict[str, Any]]:
 
 async def purge() -> None:
     """One run of the purge timer function, as the worker invokes it."""
-    from localdev.chaos import invoke
-    from tests.calls import FUNCTIONS
+    from tests.calls import run_timer
 
-    await invoke(FUNCTIONS["purge_deleted_users"], None)
+    await run_timer("purge_deleted_users")
 
 
 def send(app: Any, method: str, path: str, *, body: bytes | None = None,

@@ -184,14 +184,8 @@ async def own_azurite(tmp_path, monkeypatch):
 
 
 def stop_gracefully(azurite) -> None:
-    """SIGINT: Azurite saves its on-disk database only on a graceful close (SIGTERM, which
-    ``AzuriteProcess.stop`` sends, loses up to its 5 s autosave interval)."""
-    import signal
-
-    proc = azurite._proc
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(15)
+    """``AzuriteProcess.stop`` sends SIGINT and waits: Azurite saves its on-disk database
+    on that graceful close (tests/integration/test_azurite_durability.py)."""
     azurite.stop()
 
 

@@ -98,3 +98,56 @@ async def test_cli_exit_status(issuer, acs, capsys):
     put_row("cli-ghost", "8:acs:nobody_1")
     assert inv.main([*args, "--json"]) == 1
     assert '"dangling_row"' in capsys.readouterr().out
+
+
+async def test_a_purge_between_the_pages_of_the_checkers_read_is_not_a_violation(issuer, acs):
+    """Item 4 of issue 16: the checker reported ``unindexed_deletion`` while a purge ran.
+
+    Reproduced deterministically: with more than one page of rows (Table Storage returns
+    at most 1,000 entities per page, sorted by PartitionKey then RowKey, so the user rows
+    come before ``~purge``), a real purge run is made to happen after the first page and
+    before the second. The user row was read as ``deleting``; the purge then deleted row
+    and index entry. The checker must not call that a violation."""
+    import asyncio
+    import threading
+
+    from azure.data.tables import TableClient
+
+    from tests.reliability.support import purge, user_rows
+
+    await issued(issuer, "leaver")  # DELETION_GRACE_MINUTES=0 (app_env): due at once
+    status, _, _ = await call("delete_me", request("DELETE", "me", token=issuer.mint("leaver")))
+    assert status == 202
+    await issued(issuer, "stayer")
+    # Filler: 1,000 creation claims with a live lease (the purge leaves those alone).
+    lease = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime(FMT)
+    with table_client() as client:
+        for start in range(0, 1000, 100):
+            client.submit_transaction([("upsert", {
+                "PartitionKey": "~claims", "RowKey": f"filler-{i:04d}", "UserId": f"f{i}",
+                "LeaseUntil": lease, "Owner": ""}) for i in range(start, start + 100)])
+
+    second_page, resume = threading.Event(), threading.Event()
+    requests: list[str] = []
+
+    def hook(request) -> None:
+        requests.append(request.http_request.url)
+        if len(requests) == 2:  # the listing's second page is about to be fetched
+            second_page.set()
+            assert resume.wait(60)
+
+    loop = asyncio.get_running_loop()
+    with TableClient.from_connection_string(os.environ["IDENTITY_TABLE_CONNECTION"],
+                                            os.environ["IDENTITY_TABLE_NAME"],
+                                            raw_request_hook=hook) as paused:
+        checking = asyncio.ensure_future(invariants(acs, table=paused))
+        assert await loop.run_in_executor(None, second_page.wait, 60)
+        try:
+            await purge()
+        finally:
+            resume.set()
+        report = await checking
+    assert "leaver" not in user_rows()  # the purge really ran in between
+    assert report.rows["leaver"].state in ("deleting", "purging")  # ... after the row was read
+    assert report.ok, report.summary()
+    assert report.claims == 1001 and set(report.rows) == {"leaver", "stayer"}  # leaver's went

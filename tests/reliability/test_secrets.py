@@ -54,6 +54,12 @@ class Secrets:
                       if len(value) >= 16 and value in text)
 
 
+# Entra ids are GUIDs; ACS refuses others with 400 "Provided AppId has invalid format."
+# (Azure/azure-sdk-for-python .../recordings/test_communication_identity_client.pyTestClient
+# test_get_token_for_teams_user_with_invalid_client_id[invalid_client_id-invalid].json).
+TEAMS_OID = "2a3b4c5d-6e7f-4a8b-9c0d-1e2f3a4b5c6d"
+TEAMS_APP = "3b4c5d6e-7f8a-4b9c-8d1e-2f3a4b5c6d7e"
+
 def collect_tokens(secrets: Secrets, body) -> None:
     if isinstance(body, dict) and isinstance(body.get("token"), str):
         secrets.add(body["token"])
@@ -71,7 +77,8 @@ async def test_in_process_logs_hold_no_secret(issuer, acs, app_env, caplog, monk
     secrets.add_connection_string(app_env["IDENTITY_TABLE_CONNECTION"])
     alice = secrets.add(issuer.mint(ALICE))
     admin = secrets.add(issuer.mint(ROOT, roles=[ADMIN]))
-    entra = secrets.add(issuer.mint_teams(oid=ALICE, appid="app-1"))
+    teams = secrets.add(issuer.mint(TEAMS_OID))
+    entra = secrets.add(issuer.mint_teams(oid=TEAMS_OID, appid=TEAMS_APP))
 
     async def run(name, method, path, token=None, body=None, user=None):
         result = await call(name, request(method, path, token=token, body=body,
@@ -81,10 +88,10 @@ async def test_in_process_logs_hold_no_secret(issuer, acs, app_env, caplog, monk
 
     assert (await run("issue_token", "POST", "token", alice))[0] == 200
     assert (await run("issue_token", "POST", "token", alice, {"scopes": ["chat"]}))[0] == 200
-    assert (await run("exchange_teams_token", "POST", "token/teams", alice,
-                      {"token": entra, "appId": "app-1", "userId": ALICE}))[0] == 200
-    assert (await run("exchange_teams_token", "POST", "token/teams", alice,
-                      {"token": entra, "appId": "wrong", "userId": ALICE}))[0] == 400
+    assert (await run("exchange_teams_token", "POST", "token/teams", teams,
+                      {"token": entra, "appId": TEAMS_APP, "userId": TEAMS_OID}))[0] == 200
+    assert (await run("exchange_teams_token", "POST", "token/teams", teams,
+                      {"token": entra, "appId": "wrong", "userId": TEAMS_OID}))[0] == 400
     assert (await run("get_me", "GET", "me", alice))[0] == 200
     assert (await run("revoke_me", "POST", "me/revoke", alice))[0] == 204
     acs.set_faults(fault={"operation": "issueAccessToken", "status": 429, "count": 3,
@@ -120,7 +127,8 @@ def test_host_output_holds_no_secret(azurite, issuer, acs):
         secrets.add_connection_string(azurite.connection_string)
         alice = secrets.add(issuer.mint(ALICE))
         admin = secrets.add(issuer.mint(ROOT, roles=[ADMIN]))
-        entra = secrets.add(issuer.mint_teams(oid=ALICE, appid="app-1"))
+        teams = secrets.add(issuer.mint(TEAMS_OID))
+        entra = secrets.add(issuer.mint_teams(oid=TEAMS_OID, appid=TEAMS_APP))
 
         def run(method, path, token=None, body=None):
             raw = None if body is None else json.dumps(body).encode()
@@ -131,8 +139,8 @@ def test_host_output_holds_no_secret(azurite, issuer, acs):
 
         assert run("POST", "/api/token", alice) == 200
         assert run("POST", "/api/token", alice, {"expiresInMinutes": 60}) == 200
-        assert run("POST", "/api/token/teams", alice,
-                   {"token": entra, "appId": "app-1", "userId": ALICE}) == 200
+        assert run("POST", "/api/token/teams", teams,
+                   {"token": entra, "appId": TEAMS_APP, "userId": TEAMS_OID}) == 200
         assert run("POST", "/api/me/revoke", alice) == 204
         acs.set_faults(fault={"operation": "issueAccessToken", "status": 503, "count": 3})
         assert run("POST", "/api/token", alice) == 503

@@ -12,7 +12,7 @@ from shared.config import load_settings
 from shared.errors import Conflict, Forbidden, NotFound, Unavailable, UserDeleted
 from shared.models import Caller, EventAction, Scope, TokenRequest, UserEvent, UserState
 from shared.service import TokenService
-from tests.fakes import Crash, CrashAt, FakeAcs, ManualClock, MemoryStore
+from tests.fakes import Crash, CrashAt, FakeAcs, FakeScheduler, ManualClock, MemoryStore
 
 BASE_ENV = {
     "COMMUNICATION_SERVICES_CONNECTION_STRING": "endpoint=https://x/;accesskey=eA==",
@@ -23,11 +23,13 @@ BASE_ENV = {
 }
 
 
-def make(grace: int = 60, checkpoint=None, **env: str):
+def make(grace: int = 60, checkpoint=None, scheduler=None, **env: str):
     settings = load_settings({**BASE_ENV, "DELETION_GRACE_MINUTES": str(grace), **env})
     store, acs, clock = MemoryStore(), FakeAcs(), ManualClock()
     kwargs = {"checkpoint": checkpoint} if checkpoint else {}
-    return TokenService(store, acs, settings, clock=clock, **kwargs), store, acs, clock
+    service = TokenService(store, acs, settings, scheduler=scheduler or FakeScheduler(),
+                           clock=clock, **kwargs)
+    return service, store, acs, clock
 
 
 def invariants(store: MemoryStore, acs: FakeAcs) -> None:

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 
 const require = createRequire(import.meta.url);
 const { CommunicationIdentityClient } = require("@azure/communication-identity");
+const { AzureCommunicationTokenCredential } = require("@azure/communication-common");
 
 const conn = process.env.ACS_CONNECTION_STRING;
 assert.ok(conn, "ACS_CONNECTION_STRING is required");
@@ -50,6 +51,16 @@ assert.ok(tok1.expiresOn instanceof Date);
 const hours = (tok1.expiresOn.getTime() - Date.now()) / 3600e3;
 assert.ok(hours > 23.9 && hours <= 24, `default expiry ~24h, got ${hours}`);
 out.tokenBeforeRevoke = tok1.token;
+// RS256, header kid + x5t, like the service's tokens; the JS credential parses them.
+const header = JSON.parse(Buffer.from(tok1.token.split(".")[0], "base64url").toString());
+assert.equal(header.alg, "RS256");
+assert.ok(header.kid && header.x5t);
+const payload = JSON.parse(Buffer.from(tok1.token.split(".")[1], "base64url").toString());
+const credential = new AzureCommunicationTokenCredential(tok1.token);
+const credToken = await credential.getToken();
+assert.equal(credToken.token, tok1.token);
+assert.equal(credToken.expiresOnTimestamp, payload.exp * 1000);
+credential.dispose();
 
 const { user: user2, token: tok2, expiresOn: exp2 } = await client.createUserAndToken(["voip.join"], {
   tokenExpiresInMinutes: 60,

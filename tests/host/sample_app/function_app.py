@@ -95,6 +95,15 @@ def echo(req: func.HttpRequest) -> func.HttpResponse:
     return resp
 
 
+@app.route(route="throttled", methods=["GET"], auth_level=ANON)
+def throttled(req: func.HttpRequest) -> func.HttpResponse:
+    """A 429 whose function exposes Retry-After to cross-origin script itself."""
+    return func.HttpResponse(
+        status_code=429,
+        headers={"Retry-After": "7", "Access-Control-Expose-Headers": "Retry-After"},
+    )
+
+
 @app.route(auth_level=ANON)
 def default_route(req: func.HttpRequest) -> str:
     return f"default route via {req.method}"
