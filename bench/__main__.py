@@ -31,7 +31,7 @@ from bench.coldstart import (
     first_token_stages,
     import_and_index,
 )
-from bench.load import pooled
+from bench.load import pairs, pooled
 from bench.worker import PROTOCOL_PREFIX
 
 #: Settings that must not leak from the caller's environment into the workers.
@@ -60,6 +60,12 @@ class Plan:
     purge_rate_scale: float
     main_rate_scale: float = 1000.0
     profile_requests: int = 2000
+    #: login storm: new users, the emulator's rate scale and window (None: Azure's 30 s),
+    #: and the seconds over which the users arrive
+    storm_users: int = 3000
+    storm_rate_scale: float = 1.0
+    storm_window_seconds: float | None = None
+    storm_arrival_seconds: float = 3.0
 
 
 FULL = Plan(
@@ -72,7 +78,9 @@ SMOKE = Plan(
     users=20, memory_tokens=(10, 300),
     levels=((1, 3, 1, 2), (16, 16, 16, 2), (64, 64, 64, 2)),
     quickstart_levels=((1, 2, 1), (16, 16, 0), (64, 64, 0)),
-    rt_users=2, cold_runs=1, purge_users=5, purge_rate_scale=0.2, profile_requests=200)
+    rt_users=2, cold_runs=1, purge_users=5, purge_rate_scale=0.2, profile_requests=200,
+    storm_users=30, storm_rate_scale=0.01, storm_window_seconds=2.0,
+    storm_arrival_seconds=0.5)
 
 
 def _versions() -> dict[str, str]:
@@ -214,6 +222,38 @@ class Bench:
                   for name, by_level in rounds.items()}
         return ours_result, ceiling_result, levels
 
+    def storm(self, issuer: Any, azurite: Any, env: dict[str, str], run_id: str) -> Any:
+        """The login storm, against an emulator of its own that throttles at the published
+        limits (so no other scenario has used up its window)."""
+        from localdev import tls
+        from localdev.acs_emulator import EmulatorProcess
+
+        plan = self.plan
+        storm_dir = self.workdir / "acs-storm"
+        storm_dir.mkdir(parents=True, exist_ok=True)
+        for name in (tls.CA_CERT_NAME, tls.CA_KEY_NAME):
+            shutil.copy2(self.workdir / "acs" / name, storm_dir / name)
+        extra = ([] if plan.storm_window_seconds is None
+                 else ["--throttle-window", repr(plan.storm_window_seconds)])
+        log(f"login storm: minting {plan.storm_users} new users")
+        users = [{"userId": uid, "token": issuer.mint(sub=uid, minutes=60)}
+                 for uid in (f"bench-{run_id}-storm-{i:05d}" for i in range(plan.storm_users))]
+        warmup = {"userId": f"bench-{run_id}-storm-warmup",
+                  "token": issuer.mint(sub=f"bench-{run_id}-storm-warmup", minutes=60)}
+        with EmulatorProcess(storm_dir, rate_scale=plan.storm_rate_scale,
+                             extra_args=extra) as acs_storm:
+            acs_storm.set_faults(latency_ms=self.args.acs_latency_ms)
+            storm_env = {**env,
+                         "COMMUNICATION_SERVICES_CONNECTION_STRING":
+                             acs_storm.connection_string,
+                         "IDENTITY_TABLE_NAME": f"benchstorm{run_id}"}
+            return self.run_worker("storm", {
+                "users": users, "warmupUser": warmup,
+                "arrivalSeconds": plan.storm_arrival_seconds,
+                "emulatorEndpoint": acs_storm.endpoint,
+                "emulatorCaFile": str(self.workdir / "acs" / tls.CA_CERT_NAME),
+                "workerLogging": not self.args.python_logging}, storm_env)
+
     def run(self) -> dict[str, Any]:
         from localdev import tls
         from localdev.acs_emulator import EmulatorProcess
@@ -269,7 +309,8 @@ class Bench:
             env = {k: v for k, v in env.items() if v != "" or k not in _APP_SETTINGS}
             common = {"tableConnection": azurite.connection_string, "tableName": table,
                       "acsConnectionString": acs.connection_string,
-                      "rtUsers": rt_users, "profileRequests": plan.profile_requests}
+                      "rtUsers": rt_users, "profileRequests": plan.profile_requests,
+                      "workerLogging": not args.python_logging}
             profile_dir = str(Path(args.profile).resolve()) if args.profile else None
 
             ours, ceiling, levels = self.ours_and_ceiling(common, {
@@ -292,6 +333,7 @@ class Bench:
                 "users": purge_users, "emulatorEndpoint": acs_purge.endpoint,
                 "emulatorCaFile": ca_file}, purge_env)
             emulator_stats = {"main": acs.stats(), "purge": acs_purge.stats()}
+            storm = self.storm(issuer, azurite, env, run_id) if plan.storm_users else None
             issuer_stats = issuer.stats()
 
         results: dict[str, Any] = {
@@ -305,7 +347,11 @@ class Bench:
                 "packages": _versions(),
                 "plan": asdict(plan),
                 "interleaving": "ours and ceiling alternate rounds per level (ABBA); "
-                                "throughput = median round, latency/CPU pooled",
+                                "throughput = median round, latency/CPU pooled; targets: "
+                                "medians of the per-pair ratios at concurrency 64",
+                "logging": "Python defaults (WARNING, no handler)" if args.python_logging
+                else "as the Functions worker: root logger INFO, every record formatted "
+                     "and queued to a forwarding thread",
                 "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "durationSeconds": round(time.perf_counter() - started, 1),
                 "loadAverageBefore": [round(x, 2) for x in load_before],
@@ -321,6 +367,7 @@ class Bench:
                            "oursFirstToken": {"64": ours["firstToken"].get(
                                "b", ours["firstToken"]["a"])},
                            "oursFirstTokenSegments": ours["firstToken"]},
+            "pairs64": pairs(levels["ours"]["64"]["rounds"], levels["ceiling"]["64"]["rounds"]),
             "cpuPerToken": {"ours": levels["ours"]["64"]["cpuMsPerRequest"],
                             "ceiling": levels["ceiling"]["64"]["cpuMsPerRequest"],
                             "quickstart": quickstart["cpuMsPerToken"], "unit": "ms",
@@ -330,6 +377,7 @@ class Bench:
             "memory": ours["memory"],
             "ceilingMemory": ceiling["memory"],
             "purge": purge,
+            "storm": storm,
             "workers": {name: {"processSeconds": r["processSeconds"],
                                "processCpuSeconds": r["processCpuSeconds"]}
                         for name, r in (("ours", ours), ("ceiling", ceiling),
@@ -361,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="also profile ours and ceiling at concurrency 64 (pyinstrument and "
                         "cProfile) after the measured runs; reports go to DIR")
+    p.add_argument("--python-logging", action="store_true",
+                   help="leave logging at Python's defaults (WARNING, no handler) in the "
+                        "workers instead of configuring it as the Functions worker does "
+                        "(root logger at INFO, every record formatted and forwarded)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     plan = SMOKE if args.smoke else FULL

@@ -110,3 +110,60 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "cpuMsPerRequest": round(cpu / requests * 1000, 4) if requests else 0.0,
         "rounds": [{k: v for k, v in r.items() if k != "latenciesMs"} for r in rounds],
     }
+
+
+def pairs(ours: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> dict[str, Any]:
+    """Round i of ours against round i of the ceiling (they ran back to back, in ABBA
+    order, so each pair met the same background load): each pair's ratios, and their
+    medians, which are the figures judged against the targets."""
+    rows = []
+    for a, b in zip(ours, ceiling, strict=True):
+        rows.append({
+            "oursThroughput": a["throughput"], "ceilingThroughput": b["throughput"],
+            "throughputRatio": round(a["throughput"] / b["throughput"], 4),
+            "oursCpuMs": a["cpuMsPerRequest"], "ceilingCpuMs": b["cpuMsPerRequest"],
+            "cpuRatio": round(a["cpuMsPerRequest"] / b["cpuMsPerRequest"], 4),
+        })
+    return {
+        "pairs": rows,
+        "medianThroughputRatio": round(statistics.median(r["throughputRatio"] for r in rows), 4)
+        if rows else None,
+        "medianCpuRatio": round(statistics.median(r["cpuRatio"] for r in rows), 4)
+        if rows else None,
+    }
+
+
+class WorkerLogForwarder:
+    """Logging as the Python worker configures it once its gRPC channel is up
+    (azure-functions-python-worker, dispatcher.py ``Dispatcher.dispatch_forever``): the
+    root logger at INFO and one handler on it that formats every record
+    (``AsyncLoggingHandler.emit``), wraps it in a message (``Dispatcher.on_logging``: level,
+    message, category, invocation id) and queues it for the gRPC thread, which sends it to
+    the host. Here a daemon thread drains the queue, as the gRPC thread would."""
+
+    def __init__(self) -> None:
+        import logging
+        import queue
+        import threading
+
+        self.sent = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        forwarder = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                message = self.format(record)
+                forwarder._queue.put({"level": record.levelno, "message": message,
+                                      "category": record.name,
+                                      "log_category": "User"})
+
+        self.handler = Handler()
+        root = logging.getLogger()
+        root.setLevel(logging.INFO)
+        root.addHandler(self.handler)
+        threading.Thread(target=self._drain, name="grpc-thread", daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            self._queue.get()
+            self.sent += 1

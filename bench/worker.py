@@ -35,7 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.load import closed_loop, cpu_seconds, rss_mb
+from bench.load import WorkerLogForwarder, closed_loop, cpu_seconds, rss_mb
+from bench.storm import run_storm
 
 SCOPES = ["chat", "voip"]
 TOKEN_MINUTES = 1440  # the service's default TOKEN_LIFETIME_MINUTES, asked of ACS explicitly
@@ -320,10 +321,12 @@ async def run_ceiling(cfg: dict[str, Any]) -> dict[str, Any]:
     from azure.communication.identity.aio import CommunicationIdentityClient
     from azure.data.tables.aio import TableClient
 
-    from shared.telemetry import round_trips
+    from shared.telemetry import quiet_sdk_loggers, round_trips
 
     # The ceiling gets the same transport tuning as ours (no per-request proxy/netrc
-    # lookups, see shared/transport.py): it is the best the raw SDKs can do.
+    # lookups, see shared/transport.py) and the same quiet SDK loggers (no per-request
+    # HTTP log records under the worker's INFO logging): it is the best the raw SDKs can do.
+    quiet_sdk_loggers()
     table = TableClient.from_connection_string(
         cfg["tableConnection"], cfg["tableName"], raw_request_hook=round_trips.table_hook,
         use_env_settings=False)
@@ -484,16 +487,18 @@ async def run_purge(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 SCENARIOS = {"ours": run_ours, "ceiling": run_ceiling, "quickstart": run_quickstart,
-             "purge": run_purge}
+             "purge": run_purge, "storm": run_storm}
 
 
 def main(argv: list[str]) -> int:
     config_path, out_path = Path(argv[0]), Path(argv[1])
     cfg = json.loads(config_path.read_text())
+    forwarder = WorkerLogForwarder() if cfg.get("workerLogging") else None
     began, cpu0 = time.perf_counter(), cpu_seconds()
     result = asyncio.run(SCENARIOS[cfg["scenario"]](cfg))
     result["processSeconds"] = round(time.perf_counter() - began, 3)
     result["processCpuSeconds"] = round(cpu_seconds() - cpu0, 3)
+    result["logRecordsForwarded"] = None if forwarder is None else forwarder.sent
     out_path.write_text(json.dumps(result, indent=2))
     return 0
 

@@ -20,9 +20,11 @@ at ERROR so that operators can count and find them (docs/reliability.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -252,6 +254,9 @@ def _token(token: Any) -> AcsToken:
     return AcsToken(token.token, parse_expires_on(token.expires_on))
 
 
+_FROMISO_TAKES_ANY_FRACTION = sys.version_info >= (3, 11)
+
+
 def parse_expires_on(raw: Any) -> datetime:
     """ACS sends ISO 8601 with up to 7 fractional digits; SDK 1.5.0 passes the raw string
     through (other versions give a datetime or epoch seconds)."""
@@ -259,6 +264,11 @@ def parse_expires_on(raw: Any) -> datetime:
         return raw.astimezone(timezone.utc)
     if isinstance(raw, (int, float)):
         return datetime.fromtimestamp(raw, timezone.utc)
+    if _FROMISO_TAKES_ANY_FRACTION:
+        with contextlib.suppress(ValueError, TypeError):  # 3.11+: one C call, 7 digits fine
+            moment = datetime.fromisoformat(raw)
+            if moment.tzinfo is not None:
+                return moment.astimezone(timezone.utc)
     text = str(raw).strip().replace("Z", "+00:00")
     head, dot, rest = text.partition(".")
     if dot:

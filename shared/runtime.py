@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import telemetry
 from .config import Settings, get_settings
 from .errors import Unavailable
 from .models import AuthMode, Caller
@@ -75,6 +76,7 @@ async def reset() -> None:
     global _worker
     old, _worker = _worker, _Worker()
     reset_settings()
+    telemetry.reset_counts()
     for resource in (old.store, old.acs, old.scheduler, old.session, old.credential):
         if resource is not None:
             with contextlib.suppress(Exception):  # closing is best effort
@@ -85,6 +87,7 @@ async def _build() -> None:
     if _worker.lock is None:
         _worker.lock = asyncio.Lock()
     async with _worker.lock:
+        telemetry.quiet_sdk_loggers()  # before any SDK client exists
         settings = get_settings()
         if _worker.authenticator is None:
             _worker.authenticator = _authenticator(settings)

@@ -28,7 +28,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(output.read_text())
 
@@ -59,6 +59,9 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         assert _number(cold["importIndex"][side]["medianMs"])
     for side in ("ours", "ceiling"):
         assert _number(cold["firstToken"][side]["medianMs"])
+        assert _number(cold["firstToken"]["freshWorker"][side]["medianMs"])
+    assert cold["firstToken"]["freshWorker"]["preimported"] == ["asyncio", "azure.functions"]
+    assert "fresh worker" in proc.stdout and "asyncio + azure.functions" in proc.stdout
 
     # 5. Memory.
     mem = results["memory"]
@@ -72,9 +75,28 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert _number(purge["deletesPerSecond"]) and _number(purge["shareOfLimit"])
     assert "deleteIdentity" in purge["emulatorThrottled"]
 
+    # 7. Login storm: every user got exactly one identity and a token; the emulator
+    # throttled (the smoke storm is sized to need several windows), and every 429 the
+    # clients saw carried a Retry-After they waited.
+    storm = results["storm"]
+    assert storm["usersWithToken"] == storm["users"] > 0
+    assert storm["identitiesCreated"] == storm["users"] == storm["distinctAcsIds"]
+    assert storm["duplicateIdentities"] == 0 and storm["tokenMappingMismatches"] == 0
+    assert storm["failures"] == {} and storm["failedAnswers"] == 0
+    assert storm["statuses"]["200"] == storm["users"]
+    assert storm["emulatorThrottled"]["createIdentity"] > 0
+    assert storm["waitsRequested"] == storm["statuses"].get("429", 0) > 0
+    assert _number(storm["drainedSeconds"]) and _number(storm["floorSeconds"])
+
+    # 8. Pairs: ours and the ceiling round by round, each pair printed.
+    pairs = results["pairs64"]["pairs"]
+    assert len(pairs) == 2 and all(_number(p["cpuRatio"]) for p in pairs)
+    assert "Pairs at concurrency 64" in proc.stdout
+    assert results["meta"]["logging"].startswith("as the Functions worker")
+
     # Targets: each one measured and judged, and shown in the printed table.
     targets = results["targets"]
-    assert len(targets) == 9
+    assert len(targets) == 12
     for target in targets:
         assert isinstance(target["pass"], bool)
         assert target["measured"] is None or _number(target["measured"])
