@@ -57,6 +57,11 @@ async def authenticate(headers: Mapping[str, str]) -> Caller:
     return await _worker.authenticator.authenticate(headers)
 
 
+def built_store() -> Any:
+    """The worker's identity store if built yet (the bench reads its figures)."""
+    return _worker.store
+
+
 async def check_health() -> None:
     """Settings valid and Table Storage reachable, or raise."""
     await get_service()
