@@ -51,6 +51,7 @@ def _error_of(status: int, body: bytes) -> str:
 
 
 async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
+    from bench.worker import host_invocation_id
     from localdev.host.invocation import http_request, in_process
     from shared import runtime
 
@@ -58,7 +59,8 @@ async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
 
     def invoker(name: str, method: str, path: str) -> Any:
         async def invoke(token: str) -> Any:
-            return await app.run(name, http_request(method, path, token=token))
+            return await app.run(name, http_request(method, path, token=token),
+                                 invocation_id=host_invocation_id())
         return invoke
 
     issue = invoker("issue_token", "POST", "token")
