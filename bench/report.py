@@ -188,6 +188,8 @@ def table(results: dict[str, Any]) -> str:
           f"{storm['floorSeconds']} s (N / limit x window) = {storm['drainedOverFloor']} x")
         w(f"  statuses {storm['statuses']}; client failures {storm['failures'] or 'none'}; "
           f"Retry-After values {storm['retryAfterValues']}")
+        for error, count in storm.get("errors", {}).items():
+            w(f"  {count:6d} x {error}")
         w(f"  waits asked {storm['waitsRequested']} ({storm['secondsWaited']} s), in vain "
           f"{storm['waitsInVain']} ({storm['secondsWaitedInVain']} s = "
           f"{storm['inVainSecondsPerUser']} s per user); attempts per user median "

@@ -18,7 +18,6 @@ back. Failures: any other status, a client timeout, or more identities than user
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import statistics
 import time
@@ -29,15 +28,6 @@ from typing import Any
 CLIENT_TIMEOUT_SECONDS = 30.0
 #: A client gives up altogether after this many attempts.
 MAX_ATTEMPTS = 50
-
-
-class _Context:
-    __slots__ = ("function_directory", "function_name", "invocation_id")
-
-    def __init__(self, name: str, n: int) -> None:
-        self.invocation_id = f"storm-{n:08d}"
-        self.function_name = name
-        self.function_directory = "."
 
 
 def _emulator_stats(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -51,28 +41,26 @@ def _emulator_stats(cfg: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
-    import azure.functions as func
+def _error_of(status: int, body: bytes) -> str:
+    """``"503 unavailable: <message>"`` from an error answer's JSON body."""
+    try:
+        error = json.loads(body)["error"]
+        return f"{status} {error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{status} (no JSON error body)"
 
-    import function_app
+
+async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
+    from bench.worker import host_invocation_id
+    from localdev.host.invocation import http_request, in_process
     from shared import runtime
 
-    functions = {f.get_function_name(): f.get_user_function()
-                 for f in function_app.app.get_functions()}
-    invocations = iter(range(10**9))
+    app = in_process()  # the one in-process invoker (tests, localdev.chaos, the bench)
 
     def invoker(name: str, method: str, path: str) -> Any:
-        fn = functions[name]
-        takes_context = "context" in inspect.signature(fn).parameters
-        url = f"http://localhost/api/{path}"
-
         async def invoke(token: str) -> Any:
-            req = func.HttpRequest(method, url, headers={
-                "authorization": f"Bearer {token}", "content-type": "application/json"},
-                params={}, route_params={}, body=b"")
-            if takes_context:
-                return await fn(req, context=_Context(name, next(invocations)))
-            return await fn(req)
+            return await app.run(name, http_request(method, path, token=token),
+                                 invocation_id=host_invocation_id())
         return invoke
 
     issue = invoker("issue_token", "POST", "token")
@@ -97,6 +85,7 @@ async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
     waited_in_vain: list[float] = []
     retry_after_values: Counter[int] = Counter()
     failures: Counter[str] = Counter()
+    errors: Counter[str] = Counter()  # "status code: message" of every non-200 answer
     attempts_per_user: list[int] = []
     began = time.monotonic()
 
@@ -117,6 +106,7 @@ async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
                 done_at.append(time.monotonic() - began)
                 attempts_per_user.append(attempt)
                 return
+            errors[_error_of(status, response.get_body())] += 1
             if last_wait:
                 waited_in_vain.append(last_wait)
             raw = response.headers.get("Retry-After")
@@ -143,6 +133,7 @@ async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
         response = await get_me(user["token"])
         if response.status_code == 200:
             mapped[user["userId"]] = json.loads(response.get_body())["acsUserId"]
+    slot_wait = getattr(runtime.built_store(), "longest_slot_wait", None)
     await runtime.reset()
 
     created = after["identitiesCreated"] - before["identitiesCreated"]
@@ -164,6 +155,8 @@ async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
         "tokensByTime": {f"{k}-{k + 5}s": v for k, v in sorted(buckets.items())},
         "statuses": status_counts,
         "failures": dict(failures),
+        "longestTableSlotWaitSeconds": None if slot_wait is None else round(slot_wait, 3),
+        "errors": dict(errors.most_common()),
         "failedAnswers": bad_statuses,
         "retryAfterValues": {str(k): v for k, v in sorted(retry_after_values.items())},
         "waitsRequested": len(waits),

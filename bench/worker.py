@@ -46,17 +46,10 @@ _INVOCATIONS = itertools.count()
 _RUN = uuid.uuid4().hex[:8]
 
 
-class Context:
-    """What the worker passes as ``context`` to functions that declare it. The host sends
-    the invocation id with each request; generating a uuid4 here would charge the load
-    generator's work to the function, so ids are numbered instead."""
-
-    __slots__ = ("function_directory", "function_name", "invocation_id")
-
-    def __init__(self, name: str) -> None:
-        self.invocation_id = f"{_RUN}-{next(_INVOCATIONS):08d}"
-        self.function_name = name
-        self.function_directory = "."
+def host_invocation_id() -> str:
+    """The id the host sends with each invocation request; numbered here, because a
+    uuid4 made by the load generator would charge the host's work to the function."""
+    return f"{_RUN}-{next(_INVOCATIONS):08d}"
 
 
 def _delta(after: dict[str, int], before: dict[str, int] | None = None) -> dict[str, int]:
@@ -223,7 +216,8 @@ async def run_ours(cfg: dict[str, Any]) -> dict[str, Any]:
 
     def invoker(name: str, method: str, path: str) -> Any:
         async def invoke(token: str) -> Any:
-            return await app.run(name, http_request(method, path, token=token))
+            return await app.run(name, http_request(method, path, token=token),
+                                 invocation_id=host_invocation_id())
         return invoke
 
     issue = invoker("issue_token", "POST", "token")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import telemetry
@@ -55,6 +55,11 @@ async def authenticate(headers: Mapping[str, str]) -> Caller:
         await _build()
     assert _worker.authenticator is not None
     return await _worker.authenticator.authenticate(headers)
+
+
+def built_store() -> Any:
+    """The worker's identity store if built yet (the bench reads its figures)."""
+    return _worker.store
 
 
 async def check_health() -> None:
@@ -138,6 +143,36 @@ def _acs(settings: Settings) -> Any:
 
 
 def _scheduler(settings: Settings) -> Any:
+    """The delayed revoke's scheduler, built on the first delete: a token never needs
+    it, and the queue SDK (azure-storage-queue, which imports requests and urllib3:
+    ~40 ms) stays off a fresh worker's first-token path."""
+    if settings.queue_connection is None and settings.queue_service_uri is None:
+        import logging
+
+        logging.getLogger("acs_token_service").warning(
+            "no queue storage configured (AzureWebJobsStorage): a delete's second revoke "
+            "runs in this process and is lost if it stops")
+    return _OnFirstUse(lambda: _build_scheduler(settings))
+
+
+class _OnFirstUse:
+    """A :class:`shared.ports.RevokeScheduler` that builds the real one on first use."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._scheduler: Any = None
+
+    async def revoke_later(self, user_id: str, delay_seconds: float) -> None:
+        if self._scheduler is None:
+            self._scheduler = self._build()
+        await self._scheduler.revoke_later(user_id, delay_seconds)
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.close()
+
+
+def _build_scheduler(settings: Settings) -> Any:
     """The delayed revoke's queue (AzureWebJobsStorage, as the queue trigger reads it);
     without one, an in-process timer (docs/protocol.md says what that loses)."""
     from .queue import InProcessRevokeScheduler, QueueRevokeScheduler
@@ -148,11 +183,6 @@ def _scheduler(settings: Settings) -> Any:
     if settings.queue_service_uri is not None:
         return QueueRevokeScheduler.from_service_uri(
             settings.queue_service_uri, settings.revoke_queue_name, _credential(settings))
-    import logging
-
-    logging.getLogger("acs_token_service").warning(
-        "no queue storage configured (AzureWebJobsStorage): a delete's second revoke "
-        "runs in this process and is lost if it stops")
 
     async def run(user_id: str) -> object:
         return await (await get_service()).revoke_after_delete(user_id)

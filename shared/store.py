@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -74,6 +76,18 @@ PING = Budget(seconds=2.5, read_timeout=2.0, retry_total=0)
 #: it has minutes, so a slow store gets more patience before the run gives up.
 QUERY = Budget(seconds=30.0, read_timeout=10.0, retry_total=2)
 
+#: Table calls in flight at once per worker: aiohttp's connection pool per client (its
+#: ``TCPConnector`` default ``limit=100``). Beyond it a call waits for a free connection;
+#: that wait is queueing in this process, not the store being slow, so it is bounded
+#: separately (:data:`SLOT_WAIT_SECONDS`) and each :class:`Budget` starts only once the
+#: call holds a connection slot.
+CONNECTION_SLOTS = 100
+#: Longest wait for a free connection slot. A burst of thousands of requests in one
+#: worker queues here (the bench's login storm, 3,000 first tokens within 3 s on 2 cores:
+#: up to about 6 s); a hung store fills every slot for at most a budget each, so a
+#: waiting call gives up (503) after this long rather than waiting for all of them.
+SLOT_WAIT_SECONDS = 10.0
+
 #: Client-wide SDK settings; each call overrides ``read_timeout``/``retry_total`` with its
 #: :class:`Budget`. Connecting is fast on any working network; 2 s covers a cold TLS setup.
 TRANSPORT_OPTIONS: dict[str, Any] = {
@@ -105,6 +119,9 @@ class TableIdentityStore:
     def __init__(self, client: TableClient) -> None:
         self._client = client
         self._table_ready = False
+        self._slots = asyncio.Semaphore(CONNECTION_SLOTS)
+        #: Longest wait for a slot so far (seconds), for the bench's storm report.
+        self.longest_slot_wait = 0.0
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> TableIdentityStore:
@@ -262,10 +279,17 @@ class TableIdentityStore:
     async def _guard(self, call: Callable[[], Awaitable[T]], budget: Budget) -> T:
         """Run one SDK call within ``budget``, creating the table on first need,
         translating errors. A call cut off by its budget is :class:`Unavailable`, like a
-        timeout of the SDK's own (for a write, its outcome is unknown either way)."""
+        timeout of the SDK's own (for a write, its outcome is unknown either way).
+
+        The budget measures the store, not this process's queue: it starts once the call
+        holds one of :data:`CONNECTION_SLOTS` (the wait for a slot has its own bound)."""
         for attempt in range(2):
             try:
-                return await asyncio.wait_for(call(), budget.seconds)
+                await self._acquire_slot()
+                try:
+                    return await asyncio.wait_for(call(), budget.seconds)
+                finally:
+                    self._slots.release()
             except ResourceExistsError:
                 raise StoreConflict("the row already exists") from None
             except ResourceModifiedError:
@@ -280,6 +304,17 @@ class TableIdentityStore:
                 raise Unavailable("table storage is unreachable") from None
         raise Unavailable("table storage is unreachable")  # pragma: no cover
 
+    async def _acquire_slot(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once
+            return
+        began = time.monotonic()
+        try:
+            await _bounded(self._slots.acquire(), SLOT_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            raise Unavailable("table storage is busy; retry", retry_after=1) from None
+        self.longest_slot_wait = max(self.longest_slot_wait, time.monotonic() - began)
+
     async def _create_table(self, budget: Budget) -> None:
         try:
             await asyncio.wait_for(self._client.create_table(**budget.kwargs()), budget.seconds)
@@ -287,6 +322,17 @@ class TableIdentityStore:
             pass
         except (AzureError, OSError, asyncio.TimeoutError):
             raise Unavailable("table storage is unreachable") from None
+
+
+if sys.version_info >= (3, 11):
+    async def _bounded(call: Awaitable[T], seconds: float) -> T:
+        """``call`` or ``asyncio.TimeoutError`` after ``seconds``, in the caller's task
+        (for waits on this process only; SDK calls get a task of their own)."""
+        async with asyncio.timeout(seconds):
+            return await call
+else:  # pragma: no cover - Python 3.10
+    async def _bounded(call: Awaitable[T], seconds: float) -> T:
+        return await asyncio.wait_for(call, seconds)
 
 
 class _Missing(Exception):
