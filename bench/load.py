@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import math
 import os
 import resource
@@ -167,3 +168,15 @@ class WorkerLogForwarder:
         while True:
             self._queue.get()
             self.sent += 1
+
+
+def emulator_stats(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The emulator's counters (`/_emulator/stats`), read from a benchmark worker."""
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=cfg["emulatorCaFile"])
+    url = cfg["emulatorEndpoint"].rstrip("/") + "/_emulator/stats"
+    with urllib.request.urlopen(url, timeout=10, context=context) as response:
+        stats: dict[str, Any] = json.loads(response.read())
+    return stats

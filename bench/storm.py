@@ -24,21 +24,12 @@ import time
 from collections import Counter
 from typing import Any
 
+from bench.load import emulator_stats
+
 #: A client gives up on one request after this long (its own HTTP timeout).
 CLIENT_TIMEOUT_SECONDS = 30.0
 #: A client gives up altogether after this many attempts.
 MAX_ATTEMPTS = 50
-
-
-def _emulator_stats(cfg: dict[str, Any]) -> dict[str, Any]:
-    import ssl
-    import urllib.request
-
-    context = ssl.create_default_context(cafile=cfg["emulatorCaFile"])
-    url = cfg["emulatorEndpoint"].rstrip("/") + "/_emulator/stats"
-    with urllib.request.urlopen(url, timeout=10, context=context) as response:
-        stats: dict[str, Any] = json.loads(response.read())
-    return stats
 
 
 def _error_of(status: int, body: bytes) -> str:
@@ -76,7 +67,7 @@ async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
     warm = await get_me(cfg["warmupUser"]["token"])
     if warm.status_code != 404:
         raise RuntimeError(f"storm warm-up answered {warm.status_code}")
-    before = _emulator_stats(cfg)
+    before = emulator_stats(cfg)
 
     statuses: Counter[int] = Counter()
     done_at: list[float] = []
@@ -125,7 +116,7 @@ async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
     done_at.sort()
     buckets: Counter[int] = Counter(int(t // 5) * 5 for t in done_at)
     drained = max(done_at) if len(done_at) == n else None
-    after = _emulator_stats(cfg)
+    after = emulator_stats(cfg)
 
     # Identities per user: each user's mapping read back, and the emulator's count.
     mapped: dict[str, str] = {}

@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.load import WorkerLogForwarder, closed_loop, cpu_seconds, rss_mb
+from bench.load import WorkerLogForwarder, closed_loop, cpu_seconds, emulator_stats, rss_mb
 from bench.storm import run_storm
 
 SCOPES = ["chat", "voip"]
@@ -407,17 +407,6 @@ async def run_quickstart(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # -- purge -----------------------------------------------------------------------------------
 
-def _emulator_stats(cfg: dict[str, Any]) -> dict[str, Any]:
-    import ssl
-    import urllib.request
-
-    context = ssl.create_default_context(cafile=cfg["emulatorCaFile"])
-    url = cfg["emulatorEndpoint"].rstrip("/") + "/_emulator/stats"
-    with urllib.request.urlopen(url, timeout=10, context=context) as response:
-        stats: dict[str, Any] = json.loads(response.read())
-    return stats
-
-
 async def run_purge(cfg: dict[str, Any]) -> dict[str, Any]:
     """Users are created through issue_token, then marked as deleted (grace period over)
     directly in the table: deleting them through delete_me would also revoke, and the
@@ -453,11 +442,11 @@ async def run_purge(cfg: dict[str, Any]) -> dict[str, Any]:
     await store.close()
 
     service = await runtime.get_service()
-    before = _emulator_stats(cfg)
+    before = emulator_stats(cfg)
     began = time.perf_counter()
     report = await service.purge()
     elapsed = time.perf_counter() - began
-    after = _emulator_stats(cfg)
+    after = emulator_stats(cfg)
     await runtime.reset()
     limit = int(after["limits"]["deleteIdentity"])
     window = float(after["throttleWindowSeconds"])
