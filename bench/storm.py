@@ -42,17 +42,14 @@ def _error_of(status: int, body: bytes) -> str:
 
 
 async def run_storm(cfg: dict[str, Any]) -> dict[str, Any]:
-    from bench.worker import host_invocation_id
-    from localdev.host.invocation import http_request, in_process
+    from bench.worker import bearer_invoker
+    from localdev.host.invocation import in_process
     from shared import runtime
 
     app = in_process()  # the one in-process invoker (tests, localdev.chaos, the bench)
 
     def invoker(name: str, method: str, path: str) -> Any:
-        async def invoke(token: str) -> Any:
-            return await app.run(name, http_request(method, path, token=token),
-                                 invocation_id=host_invocation_id())
-        return invoke
+        return bearer_invoker(app, name, method, path)
 
     issue = invoker("issue_token", "POST", "token")
     get_me = invoker("get_me", "GET", "me")

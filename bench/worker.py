@@ -52,6 +52,17 @@ def host_invocation_id() -> str:
     return f"{_RUN}-{next(_INVOCATIONS):08d}"
 
 
+def bearer_invoker(app: Any, name: str, method: str, path: str) -> Any:
+    """``invoke(token)``: one HTTP function called through the one in-process invoker
+    (``localdev.host.invocation``, as tests and localdev.chaos call it), as the host would."""
+    from localdev.host.invocation import http_request
+
+    async def invoke(token: str) -> Any:
+        return await app.run(name, http_request(method, path, token=token),
+                             invocation_id=host_invocation_id())
+    return invoke
+
+
 def _delta(after: dict[str, int], before: dict[str, int] | None = None) -> dict[str, int]:
     before = before or {}
     return {k: v - before.get(k, 0) for k, v in after.items()}
@@ -208,17 +219,14 @@ async def _levels(cfg: dict[str, Any], op: Any, start: int) -> tuple[dict[str, A
 async def run_ours(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
-    from localdev.host.invocation import http_request, in_process
+    from localdev.host.invocation import in_process
     from shared import runtime
     from shared.telemetry import round_trips
 
     app = in_process()  # the one in-process invoker (tests and localdev.chaos use it too)
 
     def invoker(name: str, method: str, path: str) -> Any:
-        async def invoke(token: str) -> Any:
-            return await app.run(name, http_request(method, path, token=token),
-                                 invocation_id=host_invocation_id())
-        return invoke
+        return bearer_invoker(app, name, method, path)
 
     issue = invoker("issue_token", "POST", "token")
     revoke = invoker("revoke_me", "POST", "me/revoke")
