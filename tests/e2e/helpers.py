@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +51,19 @@ def http(method: str, url: str, *, body: Any = None, headers: dict[str, str] | N
             return Response(resp.status, resp.read(), dict(resp.headers))
     except urllib.error.HTTPError as exc:
         return Response(exc.code, exc.read(), dict(exc.headers))
+
+
+def stop_stack(proc: subprocess.Popen[Any]) -> None:
+    """Stop a `python -m localdev.stack` process still running (a test failed before its own
+    stop): SIGTERM lets it stop its children in order; SIGKILL of its group after 30 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -4,7 +4,6 @@ Ctrl-C, start again on the same data dir."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -20,7 +19,7 @@ import pytest
 
 from localdev.stack.children import port_is_free
 
-from .helpers import http, wait_for
+from .helpers import http, stop_stack, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,13 +90,7 @@ def run_stack(args: list[str], data_dir: Path, out: Path) -> Iterator[RunningSta
         running.info = wait_for(running.ready, timeout=90, what="stack.json")
         yield running
     finally:
-        if proc.poll() is None:  # a failed test: let the stack stop its children
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_stack(proc)  # a failed test: let the stack stop its children
 
 
 def gone(pid: int) -> bool:

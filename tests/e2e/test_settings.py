@@ -20,7 +20,7 @@ from typing import Any
 
 from localdev.stack import Stack
 
-from .helpers import http, wait_for
+from .helpers import http, stop_stack, wait_for
 from .test_cli import REPO, free_ports
 
 
@@ -123,10 +123,4 @@ def test_environment_settings_reach_the_app_over_a_real_start(tmp_path: Path) ->
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, out.read_text()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_stack(proc)
