@@ -1,8 +1,9 @@
 """Indexing the app (the worker's cold start) imports no telemetry SDK and no service SDK.
 
 Metrics are log lines (shared/telemetry.py), so no Application Insights / OpenCensus /
-OpenTelemetry package is needed; the Azure SDKs, PyJWT and aiohttp are imported by
-shared/runtime.py on the first request, never by ``import function_app``.
+OpenTelemetry package is needed; the Azure SDKs, cryptography (shared/jws.py) and aiohttp
+are imported by shared/runtime.py on the first request, never by ``import function_app``
+(and PyJWT never: tests/observability/test_auth_imports.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 TELEMETRY_SDKS = ("opencensus", "opentelemetry", "applicationinsights", "azure.monitor")
 LAZY = ("azure.data", "azure.communication", "azure.identity", "azure.core", "msal", "jwt",
-        "aiohttp")
+        "cryptography", "aiohttp")
 
 PROBE = """
 import json, sys
