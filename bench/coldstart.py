@@ -132,7 +132,7 @@ import azure.functions as func; mark("import azure.functions")
 import function_app
 functions = {f.get_function_name(): f.get_user_function()
              for f in function_app.app.get_functions()}; mark("import function_app + index")
-import jwt; mark("import PyJWT + cryptography")
+import shared.jws; mark("import the JWT verifier (cryptography)")
 import aiohttp; mark("import aiohttp")
 import azure.data.tables.aio; mark("import azure.data.tables")
 import azure.communication.identity.aio; mark("import azure.communication.identity")
