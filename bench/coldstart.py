@@ -322,3 +322,99 @@ def environment(base: dict[str, str]) -> dict[str, str]:
     env.update(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def _stage_lines(stages: dict[str, Any]) -> list[str]:
+    lines = []
+    for side in ("ours", "ceiling"):
+        lines.append(f"  {side}: {stages[side]['totalMedianMs']:.1f} ms")
+        lines += [f"    {name:<40}{ms:>8.1f}"
+                  for name, ms in stages[side]["stagesMedianMs"].items()]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.coldstart [--runs N] [--acs-latency-ms MS]``: the cold-start
+    figures of ``make bench`` alone (the same scripts and components), in about a minute.
+    Run it under ``flock /work/wt/bench.lock`` on a shared machine."""
+    import argparse
+    import shutil
+    import tempfile
+    import uuid
+
+    from bench.__main__ import _APP_SETTINGS, log
+    from localdev import tls
+    from localdev.acs_emulator import EmulatorProcess
+    from localdev.azurite import AzuriteProcess
+    from localdev.issuer import IssuerServer
+    from shared.keys import user_key
+
+    p = argparse.ArgumentParser(prog="python -m bench.coldstart",
+                                description=(main.__doc__ or "").splitlines()[0])
+    p.add_argument("--runs", type=int, default=7, help="fresh processes per figure (7)")
+    p.add_argument("--acs-latency-ms", type=float, default=50.0,
+                   help="latency the ACS emulator adds to every ACS call (default 50)")
+    p.add_argument("--no-stages", action="store_true", help="skip the stage profile")
+    args = p.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="acs-coldstart-"))
+    load_before = os.getloadavg()
+    try:
+        acs_dir = workdir / "acs"
+        tls.ensure_ca(acs_dir)
+        ca_file = str(acs_dir / tls.CA_CERT_NAME)
+        log("starting Azurite, issuer and ACS emulator")
+        with (AzuriteProcess() as azurite, IssuerServer(workdir / "issuer") as issuer,
+              EmulatorProcess(acs_dir, rate_scale=1000.0) as acs):
+            acs.set_faults(latency_ms=args.acs_latency_ms)
+            run_id = uuid.uuid4().hex[:8]
+            users = [{"userId": uid, "token": issuer.mint(sub=uid, minutes=60),
+                      "partitionKey": user_key(uid)}
+                     for uid in (f"cold-{run_id}-{i:03d}" for i in range(args.runs))]
+            base = {name: "" for name in _APP_SETTINGS}  # as bench/__main__.py sets them
+            base.update({
+                "SSL_CERT_FILE": ca_file, "REQUESTS_CA_BUNDLE": ca_file,
+                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                "COMMUNICATION_SERVICES_CONNECTION_STRING": acs.connection_string,
+                "IDENTITY_TABLE_CONNECTION": azurite.connection_string,
+                "IDENTITY_TABLE_NAME": f"cold{run_id}",
+                "AUTH_ISSUER": issuer.issuer, "AUTH_AUDIENCE": issuer.audience,
+                "DELETION_GRACE_MINUTES": "0", "PURGE_SCHEDULE": "0 */5 * * * *",
+            })
+            env = {k: v for k, v in environment(base).items()
+                   if v != "" or k not in _APP_SETTINGS}
+            log(f"creating {len(users)} users (their first token: a repeat from now on)")
+            for user in users:  # unmeasured: the measured first token reads an existing row
+                if run_script(FIRST_TOKEN_OURS, {**env, "BENCH_TOKEN": user["token"]}
+                              )["status"] != 200:
+                    raise RuntimeError("setup: first token failed")
+            log(f"{args.runs} fresh processes per figure")
+            index = import_and_index(env, args.runs)
+            first = first_token(env, users, args.runs)
+            stages = None if args.no_stages else first_token_stages(env, users, args.runs)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    fw = first["freshWorker"]
+    ratio = fw["ours"]["medianMs"] / fw["ceiling"]["medianMs"]
+    out = [
+        f"cold start, median of {args.runs} fresh processes each (ACS latency "
+        f"{args.acs_latency_ms:g} ms; load average {' '.join(f'{x:.2f}' for x in load_before)}"
+        f" before, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after)",
+        f"  import + index: app {index['app']['medianMs']:.1f} ms, empty FunctionApp "
+        f"{index['empty']['medianMs']:.1f} ms (extra "
+        f"{index['app']['medianMs'] - index['empty']['medianMs']:.1f} ms)",
+        f"  first token in a fresh worker ({' + '.join(fw['preimported'])} imported first): "
+        f"ours {fw['ours']['medianMs']:.1f} ms, ceiling {fw['ceiling']['medianMs']:.1f} ms = "
+        f"{ratio:.2f} x (target <= 1.15)",
+        f"    runs: ours {fw['ours']['runsMs']}, ceiling {fw['ceiling']['runsMs']}",
+        f"  first token in a bare process: ours {first['ours']['medianMs']:.1f} ms, ceiling "
+        f"{first['ceiling']['medianMs']:.1f} ms",
+    ]
+    if stages is not None:
+        out.append("  stages (median ms, separate processes):")
+        out += _stage_lines(stages)
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
