@@ -7,12 +7,14 @@ process's whole wall time. App settings and SSL_CERT_FILE come from the environm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,13 +202,13 @@ print(json.dumps({"stages": [[b[0], (b[1] - a[1]) * 1000] for a, b in zip(T, T[1
 
 
 def run_script(script: str, env: dict[str, str], *, importtime: bool = False,
-               timeout: float = 120.0) -> dict[str, Any]:
+               timeout: float = 120.0, cwd: Path = ROOT) -> dict[str, Any]:
     cmd = [sys.executable]
     if importtime:
         cmd += ["-X", "importtime"]
     cmd += ["-c", script]
     began = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
     wall = time.perf_counter() - began
     if proc.returncode != 0:
@@ -333,11 +335,12 @@ def _stage_lines(stages: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.coldstart [--runs N] [--acs-latency-ms MS]``: the cold-start
-    figures of ``make bench`` alone (the same scripts and components), in about a minute.
-    Run it under ``flock /work/wt/bench.lock`` on a shared machine."""
-    import argparse
+@contextlib.contextmanager
+def stack(users: int, acs_latency_ms: float) -> Iterator[tuple[dict[str, str],
+                                                                  list[dict[str, str]]]]:
+    """Azurite, the issuer and an ACS emulator as ``make bench`` runs them, and the
+    environment of a fresh process against them; ``users`` callers already mapped (so that
+    the measured first token of a process is a repeat token: one Table read, one ACS call)."""
     import shutil
     import tempfile
     import uuid
@@ -349,15 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     from localdev.issuer import IssuerServer
     from shared.keys import user_key
 
-    p = argparse.ArgumentParser(prog="python -m bench.coldstart",
-                                description=(main.__doc__ or "").splitlines()[0])
-    p.add_argument("--runs", type=int, default=7, help="fresh processes per figure (7)")
-    p.add_argument("--acs-latency-ms", type=float, default=50.0,
-                   help="latency the ACS emulator adds to every ACS call (default 50)")
-    p.add_argument("--no-stages", action="store_true", help="skip the stage profile")
-    args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="acs-coldstart-"))
-    load_before = os.getloadavg()
     try:
         acs_dir = workdir / "acs"
         tls.ensure_ca(acs_dir)
@@ -365,11 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         log("starting Azurite, issuer and ACS emulator")
         with (AzuriteProcess() as azurite, IssuerServer(workdir / "issuer") as issuer,
               EmulatorProcess(acs_dir, rate_scale=1000.0) as acs):
-            acs.set_faults(latency_ms=args.acs_latency_ms)
+            acs.set_faults(latency_ms=acs_latency_ms)
             run_id = uuid.uuid4().hex[:8]
-            users = [{"userId": uid, "token": issuer.mint(sub=uid, minutes=60),
-                      "partitionKey": user_key(uid)}
-                     for uid in (f"cold-{run_id}-{i:03d}" for i in range(args.runs))]
+            callers = [{"userId": uid, "token": issuer.mint(sub=uid, minutes=60),
+                        "partitionKey": user_key(uid)}
+                       for uid in (f"cold-{run_id}-{i:03d}" for i in range(users))]
             base = {name: "" for name in _APP_SETTINGS}  # as bench/__main__.py sets them
             base.update({
                 "SSL_CERT_FILE": ca_file, "REQUESTS_CA_BUNDLE": ca_file,
@@ -382,17 +377,97 @@ def main(argv: list[str] | None = None) -> int:
             })
             env = {k: v for k, v in environment(base).items()
                    if v != "" or k not in _APP_SETTINGS}
-            log(f"creating {len(users)} users (their first token: a repeat from now on)")
-            for user in users:  # unmeasured: the measured first token reads an existing row
+            log(f"creating {len(callers)} users (their first token: a repeat from now on)")
+            for user in callers:
                 if run_script(FIRST_TOKEN_OURS, {**env, "BENCH_TOKEN": user["token"]}
                               )["status"] != 200:
                     raise RuntimeError("setup: first token failed")
-            log(f"{args.runs} fresh processes per figure")
-            index = import_and_index(env, args.runs)
-            first = first_token(env, users, args.runs)
-            stages = None if args.no_stages else first_token_stages(env, users, args.runs)
+            yield env, callers
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def baseline_comparison(env: dict[str, str], users: list[dict[str, str]], ref: str,
+                        runs: int) -> str:
+    """Fresh-worker first tokens of this tree, of ``ref`` (a ``git archive`` of it) and of
+    the ceiling, one of each in turn (so that drift affects all three alike)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="acs-coldstart-base-"))
+    try:
+        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        base_env = {**env, "PYTHONPATH": os.pathsep.join(
+            [str(base)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                           if p and Path(p).resolve() != ROOT])}
+        ms: dict[str, list[float]] = {"this tree": [], ref: [], "ceiling": []}
+        for i in range(runs):
+            user = users[i % len(users)]
+            sides = [("this tree", FIRST_TOKEN_OURS_WORKER, env, ROOT),
+                     (ref, FIRST_TOKEN_OURS_WORKER, base_env, base)]
+            for name, script, side_env, cwd in (sides if i % 2 == 0 else sides[::-1]):
+                result = run_script(script, {**side_env, "BENCH_TOKEN": user["token"]},
+                                    cwd=cwd)
+                if result["status"] != 200:
+                    raise RuntimeError(f"{name}: cold first token answered {result['status']}")
+                ms[name].append(result["seconds"] * 1000)
+            ms["ceiling"].append(run_script(FIRST_TOKEN_CEILING_WORKER, {
+                **env, "BENCH_PARTITION_KEY": user["partitionKey"]})["seconds"] * 1000)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    ceiling = statistics.median(ms["ceiling"])
+    lines = [f"first token in a fresh worker, median of {runs} (load average "
+             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}):"]
+    for name, values in ms.items():
+        median = statistics.median(values)
+        lines.append(f"  {name:<12}{median:>8.1f} ms  {median / ceiling:5.2f} x   runs "
+                     f"{[round(x, 1) for x in values]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.coldstart [--runs N] [--acs-latency-ms MS] [--script FILE]``: the
+    cold-start figures of ``make bench`` alone (the same scripts and components), in
+    under a minute. Run it under ``flock /work/wt/bench.lock`` on a shared machine."""
+    import argparse
+
+    from bench.__main__ import log
+
+    p = argparse.ArgumentParser(prog="python -m bench.coldstart",
+                                description=(main.__doc__ or "").splitlines()[0])
+    p.add_argument("--runs", type=int, default=7, help="fresh processes per figure (7)")
+    p.add_argument("--acs-latency-ms", type=float, default=50.0,
+                   help="latency the ACS emulator adds to every ACS call (default 50)")
+    p.add_argument("--no-stages", action="store_true", help="skip the stage profile")
+    p.add_argument("--baseline", metavar="GIT_REF",
+                   help="instead of the figures, compare this tree's first token in a fresh "
+                        "worker with GIT_REF's (and the ceiling's), alternating processes")
+    p.add_argument("--script", metavar="FILE",
+                   help="instead of the figures, run FILE --runs times in fresh processes "
+                        "against the same components (BENCH_TOKEN and BENCH_PARTITION_KEY "
+                        "name a mapped caller) and print its output: for profiling")
+    args = p.parse_args(argv)
+    load_before = os.getloadavg()
+    with stack(args.runs, args.acs_latency_ms) as (env, users):
+        if args.script:
+            code = Path(args.script).read_text()
+            for user in users:
+                proc = subprocess.run(
+                    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                    env={**env, "BENCH_TOKEN": user["token"],
+                         "BENCH_PARTITION_KEY": user["partitionKey"]}, timeout=120,
+                    check=False)
+                print(proc.stdout + proc.stderr, end="", flush=True)
+            return 0
+        if args.baseline:
+            print(baseline_comparison(env, users, args.baseline, args.runs))
+            return 0
+        log(f"{args.runs} fresh processes per figure")
+        index = import_and_index(env, args.runs)
+        first = first_token(env, users, args.runs)
+        stages = None if args.no_stages else first_token_stages(env, users, args.runs)
     fw = first["freshWorker"]
     ratio = fw["ours"]["medianMs"] / fw["ceiling"]["medianMs"]
     out = [
