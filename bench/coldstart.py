@@ -167,12 +167,16 @@ print(json.dumps({"stages": [[b[0], (b[1] - a[1]) * 1000] for a, b in zip(T, T[1
                   "seconds": T[-1][1] - T[0][1]}))
 """
 
+#: The ceiling's stages import azure.functions too, as a worker does before any app, and
+#: as STAGES_OURS does: it shares modules with aiohttp (typing, json, email, http, ...),
+#: so without it the ceiling's aiohttp stage would also carry their import (~20 ms).
 STAGES_CEILING = """
 import json, os, sys, time
 T = [("start", time.perf_counter())]
 def mark(name):
     T.append((name, time.perf_counter()))
 import asyncio; mark("import asyncio")
+import azure.functions; mark("import azure.functions")
 import aiohttp; mark("import aiohttp")
 from azure.data.tables.aio import TableClient; mark("import azure.data.tables")
 from azure.communication.identity import CommunicationUserIdentifier
@@ -262,7 +266,25 @@ def import_and_index(env: dict[str, str], runs: int) -> dict[str, Any]:
             "empty": summarize(empty)}
 
 
+def app_bytecode() -> list[str]:
+    """The app's own bytecode files for this interpreter, if any (left by a run that wrote
+    bytecode): a cold-start script would import them instead of compiling the app from
+    source as a deployed worker does, and would gain ~18 ms over production."""
+    tag = sys.implementation.cache_tag
+    return sorted(str(p.relative_to(ROOT)) for d in (ROOT, ROOT / "shared")
+                  for p in (d / "__pycache__").glob(f"*.{tag}*.pyc"))
+
+
+def _warn_on_app_bytecode() -> None:
+    found = app_bytecode()
+    if found:
+        print(f"[bench] warning: {len(found)} bytecode files of the app ({found[0]}, ...): "
+              "cold starts import them, unlike a deployed worker; delete them for a "
+              "production-like figure", file=sys.stderr, flush=True)
+
+
 def first_token(env: dict[str, str], users: list[dict[str, str]], runs: int) -> dict[str, Any]:
+    _warn_on_app_bytecode()
     ours: list[dict[str, Any]] = []
     ceiling: list[dict[str, Any]] = []
     ours_worker: list[dict[str, Any]] = []
@@ -320,7 +342,12 @@ def first_token_stages(env: dict[str, str], users: list[dict[str, str]],
 
 
 def environment(base: dict[str, str]) -> dict[str, str]:
+    """The environment of every bench process. No bytecode is written: a deployed package
+    holds none of the app's (.funcignore drops ``__pycache__``) and is read-only, so a
+    fresh worker compiles function_app.py and shared/ from source, and so must the
+    cold-start scripts (see :func:`app_bytecode`)."""
     env = dict(os.environ)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
@@ -387,48 +414,75 @@ def stack(users: int, acs_latency_ms: float) -> Iterator[tuple[dict[str, str],
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def baseline_comparison(env: dict[str, str], users: list[dict[str, str]], ref: str,
-                        runs: int) -> str:
-    """Fresh-worker first tokens of this tree, of ``ref`` (a ``git archive`` of it) and of
-    the ceiling, one of each in turn (so that drift affects all three alike)."""
+#: What a deployment package holds of the app's code (.funcignore keeps these).
+APP_FILES = ("function_app.py", "shared")
+
+
+def _tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """``env`` with ``tree`` instead of this checkout on the import path."""
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+            if p and Path(p).resolve() != ROOT]
+    return {**env, "PYTHONPATH": os.pathsep.join([str(tree), *rest])}
+
+
+def compare_trees(env: dict[str, str], users: list[dict[str, str]], runs: int, *,
+                  baseline: str | None = None, bytecode: bool = False) -> str:
+    """Fresh-worker first tokens of this tree, of ``baseline`` (a ``git archive`` of that
+    ref), of this tree shipped with bytecode (``compileall`` in checked-hash mode, which
+    stays valid whatever the package does to file times) and of the ceiling, one of each
+    in turn (so that drift affects all of them alike)."""
+    import compileall
     import shutil
     import tempfile
 
-    base = Path(tempfile.mkdtemp(prefix="acs-coldstart-base-"))
+    scratch = Path(tempfile.mkdtemp(prefix="acs-coldstart-trees-"))
+    trees: list[tuple[str, Path]] = [("this tree", ROOT)]
     try:
-        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        base_env = {**env, "PYTHONPATH": os.pathsep.join(
-            [str(base)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                           if p and Path(p).resolve() != ROOT])}
-        ms: dict[str, list[float]] = {"this tree": [], ref: [], "ceiling": []}
+        if baseline is not None:
+            base = scratch / "baseline"
+            base.mkdir()
+            archive = subprocess.run(["git", "archive", baseline, *APP_FILES], cwd=ROOT,
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            trees.append((baseline, base))
+        if bytecode:
+            compiled = scratch / "bytecode"
+            compiled.mkdir()
+            shutil.copy2(ROOT / "function_app.py", compiled)
+            shutil.copytree(ROOT / "shared", compiled / "shared",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            ok = compileall.compile_dir(
+                compiled, quiet=1, invalidation_mode=compileall.py_compile.PycInvalidationMode
+                .CHECKED_HASH)
+            if not ok:
+                raise RuntimeError("compileall failed")
+            trees.append(("with bytecode", compiled))
+        ms: dict[str, list[float]] = {name: [] for name, _ in trees}
+        ms["ceiling"] = []
         for i in range(runs):
             user = users[i % len(users)]
-            sides = [("this tree", FIRST_TOKEN_OURS_WORKER, env, ROOT),
-                     (ref, FIRST_TOKEN_OURS_WORKER, base_env, base)]
-            for name, script, side_env, cwd in (sides if i % 2 == 0 else sides[::-1]):
-                result = run_script(script, {**side_env, "BENCH_TOKEN": user["token"]},
-                                    cwd=cwd)
+            for name, tree in (trees if i % 2 == 0 else trees[::-1]):
+                result = run_script(FIRST_TOKEN_OURS_WORKER, {
+                    **_tree_env(env, tree), "BENCH_TOKEN": user["token"]}, cwd=tree)
                 if result["status"] != 200:
                     raise RuntimeError(f"{name}: cold first token answered {result['status']}")
                 ms[name].append(result["seconds"] * 1000)
             ms["ceiling"].append(run_script(FIRST_TOKEN_CEILING_WORKER, {
                 **env, "BENCH_PARTITION_KEY": user["partitionKey"]})["seconds"] * 1000)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     ceiling = statistics.median(ms["ceiling"])
     lines = [f"first token in a fresh worker, median of {runs} (load average "
              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}):"]
     for name, values in ms.items():
         median = statistics.median(values)
-        lines.append(f"  {name:<12}{median:>8.1f} ms  {median / ceiling:5.2f} x   runs "
+        lines.append(f"  {name:<14}{median:>8.1f} ms  {median / ceiling:5.2f} x   runs "
                      f"{[round(x, 1) for x in values]}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.coldstart [--runs N] [--acs-latency-ms MS] [--script FILE]``: the
+    """``python -m bench.coldstart [--runs N] [--baseline REF] [--bytecode] [--script F]``: the
     cold-start figures of ``make bench`` alone (the same scripts and components), in
     under a minute. Run it under ``flock /work/wt/bench.lock`` on a shared machine."""
     import argparse
@@ -444,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", metavar="GIT_REF",
                    help="instead of the figures, compare this tree's first token in a fresh "
                         "worker with GIT_REF's (and the ceiling's), alternating processes")
+    p.add_argument("--bytecode", action="store_true",
+                   help="instead of the figures, compare this tree's first token in a fresh "
+                        "worker with the same app shipped with its bytecode")
     p.add_argument("--script", metavar="FILE",
                    help="instead of the figures, run FILE --runs times in fresh processes "
                         "against the same components (BENCH_TOKEN and BENCH_PARTITION_KEY "
@@ -461,8 +518,9 @@ def main(argv: list[str] | None = None) -> int:
                     check=False)
                 print(proc.stdout + proc.stderr, end="", flush=True)
             return 0
-        if args.baseline:
-            print(baseline_comparison(env, users, args.baseline, args.runs))
+        if args.baseline or args.bytecode:
+            print(compare_trees(env, users, args.runs, baseline=args.baseline,
+                                bytecode=args.bytecode))
             return 0
         log(f"{args.runs} fresh processes per figure")
         index = import_and_index(env, args.runs)
