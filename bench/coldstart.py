@@ -489,8 +489,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.__main__ import log
 
-    p = argparse.ArgumentParser(prog="python -m bench.coldstart",
-                                description=(main.__doc__ or "").splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.coldstart",
+        description="The cold-start figures of `make bench` alone, against Azurite, the local "
+                    "issuer and the ACS emulator started as `make bench` starts them.")
     p.add_argument("--runs", type=int, default=7, help="fresh processes per figure (7)")
     p.add_argument("--acs-latency-ms", type=float, default=50.0,
                    help="latency the ACS emulator adds to every ACS call (default 50)")
