@@ -91,3 +91,36 @@ async def test_first_build_freezes_the_startup_objects_and_keeps_the_collector_o
     assert report["frozen"] > 10000
     # ...and collection is back on for whatever the requests allocate afterwards.
     assert report["gcEnabled"] is True
+
+
+FAILED_BUILD_PROBE = """
+import asyncio, gc, json
+from shared import runtime
+from shared.errors import ConfigurationError
+
+async def main():
+    try:
+        await runtime.get_service()
+    except ConfigurationError as exc:
+        return exc.message
+    return None
+
+error = asyncio.run(main())
+print(json.dumps({"error": error, "frozen": gc.get_freeze_count(),
+                  "gcEnabled": gc.isenabled()}))
+"""
+
+
+def test_a_failed_first_build_leaves_the_collector_on_and_nothing_frozen(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("COMMUNICATION_SERVICES_", "IDENTITY_", "AUTH_", "AZURE_"))
+           and key != "AzureWebJobsStorage"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-c", FAILED_BUILD_PROBE], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "COMMUNICATION_SERVICES_CONNECTION_STRING" in report["error"]
+    assert report["gcEnabled"] is True
+    # Not frozen: the next request's build (once settings are fixed) freezes what it built.
+    assert report["frozen"] == 0
