@@ -7,12 +7,14 @@ process's whole wall time. App settings and SSL_CERT_FILE come from the environm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +167,16 @@ print(json.dumps({"stages": [[b[0], (b[1] - a[1]) * 1000] for a, b in zip(T, T[1
                   "seconds": T[-1][1] - T[0][1]}))
 """
 
+#: The ceiling's stages import azure.functions too, as a worker does before any app, and
+#: as STAGES_OURS does: it shares modules with aiohttp (typing, json, email, http, ...),
+#: so without it the ceiling's aiohttp stage would also carry their import (~20 ms).
 STAGES_CEILING = """
 import json, os, sys, time
 T = [("start", time.perf_counter())]
 def mark(name):
     T.append((name, time.perf_counter()))
 import asyncio; mark("import asyncio")
+import azure.functions; mark("import azure.functions")
 import aiohttp; mark("import aiohttp")
 from azure.data.tables.aio import TableClient; mark("import azure.data.tables")
 from azure.communication.identity import CommunicationUserIdentifier
@@ -200,13 +206,13 @@ print(json.dumps({"stages": [[b[0], (b[1] - a[1]) * 1000] for a, b in zip(T, T[1
 
 
 def run_script(script: str, env: dict[str, str], *, importtime: bool = False,
-               timeout: float = 120.0) -> dict[str, Any]:
+               timeout: float = 120.0, cwd: Path = ROOT) -> dict[str, Any]:
     cmd = [sys.executable]
     if importtime:
         cmd += ["-X", "importtime"]
     cmd += ["-c", script]
     began = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
     wall = time.perf_counter() - began
     if proc.returncode != 0:
@@ -260,7 +266,25 @@ def import_and_index(env: dict[str, str], runs: int) -> dict[str, Any]:
             "empty": summarize(empty)}
 
 
+def app_bytecode() -> list[str]:
+    """The app's own bytecode files for this interpreter, if any (left by a run that wrote
+    bytecode): a cold-start script would import them instead of compiling the app from
+    source as a deployed worker does, and would gain ~18 ms over production."""
+    tag = sys.implementation.cache_tag
+    return sorted(str(p.relative_to(ROOT)) for d in (ROOT, ROOT / "shared")
+                  for p in (d / "__pycache__").glob(f"*.{tag}*.pyc"))
+
+
+def _warn_on_app_bytecode() -> None:
+    found = app_bytecode()
+    if found:
+        print(f"[bench] warning: {len(found)} bytecode files of the app ({found[0]}, ...): "
+              "cold starts import them, unlike a deployed worker; delete them for a "
+              "production-like figure", file=sys.stderr, flush=True)
+
+
 def first_token(env: dict[str, str], users: list[dict[str, str]], runs: int) -> dict[str, Any]:
+    _warn_on_app_bytecode()
     ours: list[dict[str, Any]] = []
     ceiling: list[dict[str, Any]] = []
     ours_worker: list[dict[str, Any]] = []
@@ -318,7 +342,214 @@ def first_token_stages(env: dict[str, str], users: list[dict[str, str]],
 
 
 def environment(base: dict[str, str]) -> dict[str, str]:
+    """The environment of every bench process. No bytecode is written: a deployed package
+    holds none of the app's (.funcignore drops ``__pycache__``) and is read-only, so a
+    fresh worker compiles function_app.py and shared/ from source, and so must the
+    cold-start scripts (see :func:`app_bytecode`)."""
     env = dict(os.environ)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def _stage_lines(stages: dict[str, Any]) -> list[str]:
+    lines = []
+    for side in ("ours", "ceiling"):
+        lines.append(f"  {side}: {stages[side]['totalMedianMs']:.1f} ms")
+        lines += [f"    {name:<40}{ms:>8.1f}"
+                  for name, ms in stages[side]["stagesMedianMs"].items()]
+    return lines
+
+
+@contextlib.contextmanager
+def stack(users: int, acs_latency_ms: float) -> Iterator[tuple[dict[str, str],
+                                                                  list[dict[str, str]]]]:
+    """Azurite, the issuer and an ACS emulator as ``make bench`` runs them, and the
+    environment of a fresh process against them; ``users`` callers already mapped (so that
+    the measured first token of a process is a repeat token: one Table read, one ACS call)."""
+    import shutil
+    import tempfile
+    import uuid
+
+    from bench.__main__ import _APP_SETTINGS, log
+    from localdev import tls
+    from localdev.acs_emulator import EmulatorProcess
+    from localdev.azurite import AzuriteProcess
+    from localdev.issuer import IssuerServer
+    from shared.keys import user_key
+
+    workdir = Path(tempfile.mkdtemp(prefix="acs-coldstart-"))
+    try:
+        acs_dir = workdir / "acs"
+        tls.ensure_ca(acs_dir)
+        ca_file = str(acs_dir / tls.CA_CERT_NAME)
+        log("starting Azurite, issuer and ACS emulator")
+        with (AzuriteProcess() as azurite, IssuerServer(workdir / "issuer") as issuer,
+              EmulatorProcess(acs_dir, rate_scale=1000.0) as acs):
+            acs.set_faults(latency_ms=acs_latency_ms)
+            run_id = uuid.uuid4().hex[:8]
+            callers = [{"userId": uid, "token": issuer.mint(sub=uid, minutes=60),
+                        "partitionKey": user_key(uid)}
+                       for uid in (f"cold-{run_id}-{i:03d}" for i in range(users))]
+            base = {name: "" for name in _APP_SETTINGS}  # as bench/__main__.py sets them
+            base.update({
+                "SSL_CERT_FILE": ca_file, "REQUESTS_CA_BUNDLE": ca_file,
+                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                "COMMUNICATION_SERVICES_CONNECTION_STRING": acs.connection_string,
+                "IDENTITY_TABLE_CONNECTION": azurite.connection_string,
+                "IDENTITY_TABLE_NAME": f"cold{run_id}",
+                "AUTH_ISSUER": issuer.issuer, "AUTH_AUDIENCE": issuer.audience,
+                "DELETION_GRACE_MINUTES": "0", "PURGE_SCHEDULE": "0 */5 * * * *",
+            })
+            env = {k: v for k, v in environment(base).items()
+                   if v != "" or k not in _APP_SETTINGS}
+            log(f"creating {len(callers)} users (their first token: a repeat from now on)")
+            for user in callers:
+                if run_script(FIRST_TOKEN_OURS, {**env, "BENCH_TOKEN": user["token"]}
+                              )["status"] != 200:
+                    raise RuntimeError("setup: first token failed")
+            yield env, callers
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+#: What a deployment package holds of the app's code (.funcignore keeps these).
+APP_FILES = ("function_app.py", "shared")
+
+
+def _tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """``env`` with ``tree`` instead of this checkout on the import path."""
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+            if p and Path(p).resolve() != ROOT]
+    return {**env, "PYTHONPATH": os.pathsep.join([str(tree), *rest])}
+
+
+def compare_trees(env: dict[str, str], users: list[dict[str, str]], runs: int, *,
+                  baseline: str | None = None, bytecode: bool = False) -> str:
+    """Fresh-worker first tokens of this tree, of ``baseline`` (a ``git archive`` of that
+    ref), of this tree shipped with bytecode (``compileall`` in checked-hash mode, which
+    stays valid whatever the package does to file times) and of the ceiling, one of each
+    in turn (so that drift affects all of them alike)."""
+    import compileall
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="acs-coldstart-trees-"))
+    trees: list[tuple[str, Path]] = [("this tree", ROOT)]
+    try:
+        if baseline is not None:
+            base = scratch / "baseline"
+            base.mkdir()
+            archive = subprocess.run(["git", "archive", baseline, *APP_FILES], cwd=ROOT,
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            trees.append((baseline, base))
+        if bytecode:
+            compiled = scratch / "bytecode"
+            compiled.mkdir()
+            shutil.copy2(ROOT / "function_app.py", compiled)
+            shutil.copytree(ROOT / "shared", compiled / "shared",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            ok = compileall.compile_dir(
+                compiled, quiet=1, invalidation_mode=compileall.py_compile.PycInvalidationMode
+                .CHECKED_HASH)
+            if not ok:
+                raise RuntimeError("compileall failed")
+            trees.append(("with bytecode", compiled))
+        ms: dict[str, list[float]] = {name: [] for name, _ in trees}
+        ms["ceiling"] = []
+        for i in range(runs):
+            user = users[i % len(users)]
+            for name, tree in (trees if i % 2 == 0 else trees[::-1]):
+                result = run_script(FIRST_TOKEN_OURS_WORKER, {
+                    **_tree_env(env, tree), "BENCH_TOKEN": user["token"]}, cwd=tree)
+                if result["status"] != 200:
+                    raise RuntimeError(f"{name}: cold first token answered {result['status']}")
+                ms[name].append(result["seconds"] * 1000)
+            ms["ceiling"].append(run_script(FIRST_TOKEN_CEILING_WORKER, {
+                **env, "BENCH_PARTITION_KEY": user["partitionKey"]})["seconds"] * 1000)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ceiling = statistics.median(ms["ceiling"])
+    lines = [f"first token in a fresh worker, median of {runs} (load average "
+             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}):"]
+    for name, values in ms.items():
+        median = statistics.median(values)
+        lines.append(f"  {name:<14}{median:>8.1f} ms  {median / ceiling:5.2f} x   runs "
+                     f"{[round(x, 1) for x in values]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.coldstart [--runs N] [--baseline REF] [--bytecode] [--script F]``: the
+    cold-start figures of ``make bench`` alone (the same scripts and components), in
+    under a minute. Run it under ``flock /work/wt/bench.lock`` on a shared machine."""
+    import argparse
+
+    from bench.__main__ import log
+
+    p = argparse.ArgumentParser(
+        prog="python -m bench.coldstart",
+        description="The cold-start figures of `make bench` alone, against Azurite, the local "
+                    "issuer and the ACS emulator started as `make bench` starts them.")
+    p.add_argument("--runs", type=int, default=7, help="fresh processes per figure (7)")
+    p.add_argument("--acs-latency-ms", type=float, default=50.0,
+                   help="latency the ACS emulator adds to every ACS call (default 50)")
+    p.add_argument("--no-stages", action="store_true", help="skip the stage profile")
+    p.add_argument("--baseline", metavar="GIT_REF",
+                   help="instead of the figures, compare this tree's first token in a fresh "
+                        "worker with GIT_REF's (and the ceiling's), alternating processes")
+    p.add_argument("--bytecode", action="store_true",
+                   help="instead of the figures, compare this tree's first token in a fresh "
+                        "worker with the same app shipped with its bytecode")
+    p.add_argument("--script", metavar="FILE",
+                   help="instead of the figures, run FILE --runs times in fresh processes "
+                        "against the same components (BENCH_TOKEN and BENCH_PARTITION_KEY "
+                        "name a mapped caller) and print its output: for profiling")
+    args = p.parse_args(argv)
+    load_before = os.getloadavg()
+    with stack(args.runs, args.acs_latency_ms) as (env, users):
+        if args.script:
+            code = Path(args.script).read_text()
+            for user in users:
+                proc = subprocess.run(
+                    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                    env={**env, "BENCH_TOKEN": user["token"],
+                         "BENCH_PARTITION_KEY": user["partitionKey"]}, timeout=120,
+                    check=False)
+                print(proc.stdout + proc.stderr, end="", flush=True)
+            return 0
+        if args.baseline or args.bytecode:
+            print(compare_trees(env, users, args.runs, baseline=args.baseline,
+                                bytecode=args.bytecode))
+            return 0
+        log(f"{args.runs} fresh processes per figure")
+        index = import_and_index(env, args.runs)
+        first = first_token(env, users, args.runs)
+        stages = None if args.no_stages else first_token_stages(env, users, args.runs)
+    fw = first["freshWorker"]
+    ratio = fw["ours"]["medianMs"] / fw["ceiling"]["medianMs"]
+    out = [
+        f"cold start, median of {args.runs} fresh processes each (ACS latency "
+        f"{args.acs_latency_ms:g} ms; load average {' '.join(f'{x:.2f}' for x in load_before)}"
+        f" before, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after)",
+        f"  import + index: app {index['app']['medianMs']:.1f} ms, empty FunctionApp "
+        f"{index['empty']['medianMs']:.1f} ms (extra "
+        f"{index['app']['medianMs'] - index['empty']['medianMs']:.1f} ms)",
+        f"  first token in a fresh worker ({' + '.join(fw['preimported'])} imported first): "
+        f"ours {fw['ours']['medianMs']:.1f} ms, ceiling {fw['ceiling']['medianMs']:.1f} ms = "
+        f"{ratio:.2f} x (target <= 1.15)",
+        f"    runs: ours {fw['ours']['runsMs']}, ceiling {fw['ceiling']['runsMs']}",
+        f"  first token in a bare process: ours {first['ours']['medianMs']:.1f} ms, ceiling "
+        f"{first['ceiling']['medianMs']:.1f} ms",
+    ]
+    if stages is not None:
+        out.append("  stages (median ms, separate processes):")
+        out += _stage_lines(stages)
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

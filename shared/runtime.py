@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+import gc
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import telemetry
@@ -41,6 +42,8 @@ class _Worker:
 
 
 _worker = _Worker()
+#: Whether the first build has moved the worker's objects out of the collector's sight.
+_frozen = False
 
 
 async def get_service() -> TokenService:
@@ -92,24 +95,52 @@ async def _build() -> None:
     if _worker.lock is None:
         _worker.lock = asyncio.Lock()
     async with _worker.lock:
-        telemetry.quiet_sdk_loggers()  # before any SDK client exists
-        settings = get_settings()
-        if _worker.authenticator is None:
-            _worker.authenticator = _authenticator(settings)
-        if _worker.service is None:
-            from .service import TokenService
+        with _first_build_frozen():
+            telemetry.quiet_sdk_loggers()  # before any SDK client exists
+            settings = get_settings()
+            if _worker.authenticator is None:
+                _worker.authenticator = _authenticator(settings)
+            if _worker.service is None:
+                from .service import TokenService
 
-            if _worker.store is None:
-                _worker.store = _store(settings)
-            if _worker.acs is None:
-                _worker.acs = _acs(settings)
-            if _worker.scheduler is None:
-                _worker.scheduler = _scheduler(settings)
-            kwargs: dict[str, Any] = {}
-            if _worker.checkpoint is not None:
-                kwargs["checkpoint"] = _worker.checkpoint
-            _worker.service = TokenService(_worker.store, _worker.acs, settings,
-                                           scheduler=_worker.scheduler, **kwargs)
+                if _worker.store is None:
+                    _worker.store = _store(settings)
+                if _worker.acs is None:
+                    _worker.acs = _acs(settings)
+                if _worker.scheduler is None:
+                    _worker.scheduler = _scheduler(settings)
+                kwargs: dict[str, Any] = {}
+                if _worker.checkpoint is not None:
+                    kwargs["checkpoint"] = _worker.checkpoint
+                _worker.service = TokenService(_worker.store, _worker.acs, settings,
+                                               scheduler=_worker.scheduler, **kwargs)
+
+
+@contextlib.contextmanager
+def _first_build_frozen() -> Iterator[None]:
+    """The worker's first build, without a full garbage collection in the middle of it.
+
+    The first build imports the SDKs, PyJWT and the service (tens of thousands of
+    long-lived objects) inside the first request. Those allocations trip CPython's
+    collector, and the first full collection then walks every object of the process:
+    ~15 ms in the middle of a fresh worker's first token (`python -m bench.coldstart`),
+    and again at each later full collection, although module-level objects live as long
+    as the worker. So the collector is paused while the first build runs, and what
+    exists once it has finished is frozen (``gc.freeze``, the documented way to keep
+    long-lived startup objects out of every future collection). Once per process: any
+    cyclic garbage present at that moment is kept, a bounded one-time cost.
+    """
+    global _frozen
+    if _frozen or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+        _frozen = True
+    finally:
+        gc.enable()
 
 
 def _authenticator(settings: Settings) -> Authenticator:

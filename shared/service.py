@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from . import telemetry
 from .config import Settings
@@ -43,7 +44,9 @@ from .models import (
     UserRecord,
     UserState,
 )
-from .ports import AcsGateway, Checkpoint, Clock, IdentityStore, RevokeScheduler
+
+if TYPE_CHECKING:  # annotations only: the cold path need not build the Protocols
+    from .ports import AcsGateway, Checkpoint, Clock, IdentityStore, RevokeScheduler
 
 #: How long a request waits for another request's first-token creation to finish.
 CREATION_WAIT_SECONDS = 10.0
