@@ -120,7 +120,7 @@ async def _build() -> None:
 def _first_build_frozen() -> Iterator[None]:
     """The worker's first build, without a full garbage collection in the middle of it.
 
-    The first build imports the SDKs, PyJWT and the service (tens of thousands of
+    The first build imports the SDKs, the JWT verifier and the service (tens of thousands of
     long-lived objects) inside the first request. Those allocations trip CPython's
     collector, and the first full collection then walks every object of the process:
     ~15 ms in the middle of a fresh worker's first token (`python -m bench.coldstart`),
