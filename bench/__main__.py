@@ -78,7 +78,7 @@ class Plan:
 
 FULL = Plan(
     users=2000, memory_tokens=(1000, 10000),
-    levels=((1, 40, 5, 3), (16, 300, 32, 5), (64, 600, 128, 5)),
+    levels=((1, 40, 5, 3), (16, 300, 32, 5), (64, 1000, 128, 5)),
     quickstart_levels=((1, 30, 2), (16, 160, 16), (64, 320, 64)),
     rt_users=3, cold_runs=7, purge_users=120, purge_rate_scale=0.2)
 

@@ -148,6 +148,10 @@ def table(results: dict[str, Any]) -> str:
           f"{p['cpuRatio']:>8.3f}")
     w(f"    median throughput ratio {pr['medianThroughputRatio']}, "
       f"median CPU ratio {pr['medianCpuRatio']} (against the ceiling; the targets)")
+    if all(p.get("oursGcMs") is not None for p in pr["pairs"]):
+        w("    garbage collector CPU per token, ms (part of the CPU above): ours "
+          + ", ".join(f"{p['oursGcMs']:.3f}" for p in pr["pairs"]) + "; ceiling "
+          + ", ".join(f"{p['ceilingGcMs']:.3f}" for p in pr["pairs"]))
     raw = results.get("pairs64RawCeiling")
     if raw is not None:
         w("    against the raw ceiling (informational, same ours rounds): throughput "

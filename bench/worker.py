@@ -128,7 +128,9 @@ async def _profile(cfg: dict[str, Any], name: str, op: Any, start: int) -> int:
 _COMPONENTS = (
     ("/shared/", "app: shared/"),
     ("function_app.py", "app: function_app.py"),
+    ("/bench/ceiling_app.py", "ceiling app (bench/ceiling_app.py)"),
     ("/bench/", "load generator (bench/)"),
+    ("/localdev/host/", "invoker (localdev/host)"),
     ("/azure/functions/", "azure.functions (HttpRequest/HttpResponse)"),
     ("/azure/core/", "azure-core pipeline"),
     ("/azure/data/tables/", "azure-data-tables"),
