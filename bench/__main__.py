@@ -46,6 +46,14 @@ _APP_SETTINGS = (
 )
 
 
+#: Which ceiling the targets use (stated in results.json meta and the printed table).
+CEILING = ("ceiling (targets): a bare v2 function (bench/ceiling_app.py: raw aio SDKs, "
+           "Table get_entity + ACS get_token) invoked through the same in-process invoker "
+           "as ours, paying what the Functions worker charges every Python function")
+RAW_CEILING = ("rawCeiling (informational, the old measure): the same raw SDK calls in a "
+               "bare loop outside any invoker")
+
+
 @dataclass
 class Plan:
     users: int
@@ -70,7 +78,7 @@ class Plan:
 
 FULL = Plan(
     users=2000, memory_tokens=(1000, 10000),
-    levels=((1, 40, 5, 3), (16, 300, 32, 5), (64, 600, 128, 5)),
+    levels=((1, 40, 5, 3), (16, 300, 32, 5), (64, 1000, 128, 5)),
     quickstart_levels=((1, 30, 2), (16, 160, 16), (64, 320, 64)),
     rt_users=3, cold_runs=7, purge_users=120, purge_rate_scale=0.2)
 
@@ -190,33 +198,42 @@ class Bench:
 
     def ours_and_ceiling(self, common: dict[str, Any], ours_cfg: dict[str, Any],
                          env: dict[str, str]) -> tuple[Any, Any, dict[str, Any]]:
-        """Both workers stay up; each level is run in rounds, ours and ceiling taking turns
-        (ABBA order), and the rounds are pooled per scenario."""
+        """The three workers stay up (ours, the fair ceiling the targets use, and the raw
+        SDK loop kept beside it); each level is run in rounds, the workers taking turns
+        (ours, ceiling, raw, then raw, ceiling, ours: ours and the ceiling always back to
+        back), and the rounds are pooled per scenario. The raw ceiling's result is under
+        ``ceiling_result["raw"]``."""
         plan = self.plan
         log("worker ours: setup (round trips, first tokens) ...")
         ours = WorkerProcess(self.workdir, "ours", {**common, **ours_cfg}, env)
-        ceiling: WorkerProcess | None = None
+        workers: list[WorkerProcess] = [ours]
         try:
             ours.read()
-            log("worker ceiling: setup ...")
-            ceiling = WorkerProcess(self.workdir, "ceiling", {
-                **common, "users": ours_cfg["users"], "profile": ours_cfg["profile"]}, env)
+            ceiling_cfg = {**common, "users": ours_cfg["users"], "profile": ours_cfg["profile"]}
+            log("worker ceiling (bare function through the invoker): setup ...")
+            ceiling = WorkerProcess(self.workdir, "ceiling", ceiling_cfg, env)
+            workers.append(ceiling)
             ceiling.read()
-            rounds: dict[str, dict[str, list[Any]]] = {"ours": {}, "ceiling": {}}
+            log("worker rawCeiling (raw SDK loop, informational): setup ...")
+            raw = WorkerProcess(self.workdir, "rawCeiling", ceiling_cfg, env)
+            workers.append(raw)
+            raw.read()
+            rounds: dict[str, dict[str, list[Any]]] = {"ours": {}, "ceiling": {},
+                                                       "rawCeiling": {}}
             for c, n, warm, n_rounds in plan.levels:
                 log(f"concurrency {c}: {n_rounds} rounds of {n} requests each, "
-                    "ours and ceiling taking turns")
+                    "ours, ceiling and raw ceiling taking turns")
                 for r in range(n_rounds):
-                    turn = (("ours", ours), ("ceiling", ceiling))
+                    turn = (("ours", ours), ("ceiling", ceiling), ("rawCeiling", raw))
                     for name, worker in (turn if r % 2 == 0 else turn[::-1]):
                         rounds[name].setdefault(str(c), []).append(worker.level(c, n, warm))
             log("worker ours: memory top-up, profile ...")
             ours_result = ours.finish()
             ceiling_result = ceiling.finish()
+            ceiling_result["raw"] = raw.finish()
         except BaseException:
-            ours.kill()
-            if ceiling is not None:
-                ceiling.kill()
+            for worker in workers:
+                worker.kill()
             raise
         levels = {name: {c: pooled(rs) for c, rs in by_level.items()}
                   for name, by_level in rounds.items()}
@@ -346,9 +363,12 @@ class Bench:
                 "platform": platform.platform(),
                 "packages": _versions(),
                 "plan": asdict(plan),
-                "interleaving": "ours and ceiling alternate rounds per level (ABBA); "
-                                "throughput = median round, latency/CPU pooled; targets: "
-                                "medians of the per-pair ratios at concurrency 64",
+                "interleaving": "ours, ceiling and raw ceiling take turns round by round "
+                                "(ours-ceiling-raw, then raw-ceiling-ours); throughput = "
+                                "median round, latency/CPU pooled; targets: medians of the "
+                                "per-pair ratios at concurrency 64",
+                "ceiling": CEILING,
+                "rawCeiling": RAW_CEILING,
                 "logging": "Python defaults (WARNING, no handler)" if args.python_logging
                 else "as the Functions worker: root logger INFO, every record formatted "
                      "and queued to a forwarding thread",
@@ -361,26 +381,33 @@ class Bench:
                 "emulatorPurgeRateScale": plan.purge_rate_scale,
             },
             "roundTrips": {"ours": ours["roundTrips"], "ceiling": ceiling["roundTrips"],
+                           "rawCeiling": ceiling["raw"]["roundTrips"],
                            "quickstart": quickstart["roundTrips"]},
             "throughput": {"ours": levels["ours"], "ceiling": levels["ceiling"],
+                           "rawCeiling": levels["rawCeiling"],
                            "quickstart": quickstart["levels"],
                            "oursFirstToken": {"64": ours["firstToken"].get(
                                "b", ours["firstToken"]["a"])},
                            "oursFirstTokenSegments": ours["firstToken"]},
             "pairs64": pairs(levels["ours"]["64"]["rounds"], levels["ceiling"]["64"]["rounds"]),
+            "pairs64RawCeiling": pairs(levels["ours"]["64"]["rounds"],
+                                       levels["rawCeiling"]["64"]["rounds"]),
             "cpuPerToken": {"ours": levels["ours"]["64"]["cpuMsPerRequest"],
                             "ceiling": levels["ceiling"]["64"]["cpuMsPerRequest"],
+                            "rawCeiling": levels["rawCeiling"]["64"]["cpuMsPerRequest"],
                             "quickstart": quickstart["cpuMsPerToken"], "unit": "ms",
                             "concurrency": 64},
             "coldStart": {"runs": plan.cold_runs, "importIndex": import_index,
                           "firstToken": first},
             "memory": ours["memory"],
             "ceilingMemory": ceiling["memory"],
+            "rawCeilingMemory": ceiling["raw"]["memory"],
             "purge": purge,
             "storm": storm,
             "workers": {name: {"processSeconds": r["processSeconds"],
                                "processCpuSeconds": r["processCpuSeconds"]}
                         for name, r in (("ours", ours), ("ceiling", ceiling),
+                                        ("rawCeiling", ceiling["raw"]),
                                         ("quickstart", quickstart), ("purge", purge))},
             "emulatorStats": emulator_stats,
             "issuerStats": issuer_stats,
@@ -390,7 +417,7 @@ class Bench:
             "64": results["throughput"]["oursFirstToken"]["64"]}
         if profile_dir:
             results["profiles"] = {"directory": profile_dir}
-            for name in ("ours", "ceiling"):
+            for name in ("ours", "ceiling", "rawCeiling"):
                 path = Path(profile_dir) / f"{name}.components.json"
                 if path.exists():
                     results["profiles"][name] = json.loads(path.read_text())

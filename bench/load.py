@@ -44,6 +44,32 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+class _GcClock:
+    """CPU time of the collecting thread in the cyclic garbage collector (``gc.callbacks``),
+    by generation: a cost that depends on how many objects a worker keeps and how many
+    each request has in flight, reported per round beside the CPU it is part of."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.thread_time()
+        else:
+            generation = int(info["generation"])
+            self.seconds[generation] += time.thread_time() - self._began
+            self.collections[generation] += 1
+
+    def snapshot(self) -> tuple[list[float], list[int]]:
+        return list(self.seconds), list(self.collections)
+
+
+GC_CLOCK = _GcClock()
+
+
 async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0,
                       keep_latencies: bool = False) -> dict[str, Any]:
     """``concurrency`` lanes, each sending its next request as soon as the last one answered,
@@ -72,9 +98,11 @@ async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0
             if not ok:
                 failures += 1
 
+    gc0, n0 = GC_CLOCK.snapshot()
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    gc1, n1 = GC_CLOCK.snapshot()
     latencies.sort()
     extra = {"latenciesMs": [round(x * 1000, 3) for x in latencies]} if keep_latencies else {}
     return {**extra,
@@ -87,6 +115,11 @@ async def closed_loop(op: Op, requests: int, concurrency: int, *, start: int = 0
         "p99Ms": round(percentile(latencies, 99) * 1000, 2),
         "cpuMsPerRequest": round(cpu / requests * 1000, 4) if requests else 0.0,
         "cpuSeconds": round(cpu, 4),
+        "gcMsPerRequest": round((sum(gc1) - sum(gc0)) / requests * 1000, 4) if requests else 0.0,
+        "gcCollections": [b - a for a, b in zip(n0, n1, strict=True)],
+        "gcMsByGeneration": [round((b - a) * 1000, 2) for a, b in zip(gc0, gc1, strict=True)],
+        # objects the collector tracks after the round (frozen ones excluded)
+        "gcTracked": len(gc.get_objects()) if requests >= 500 else None,
     }
 
 
@@ -124,6 +157,7 @@ def pairs(ours: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> dict[str
             "throughputRatio": round(a["throughput"] / b["throughput"], 4),
             "oursCpuMs": a["cpuMsPerRequest"], "ceilingCpuMs": b["cpuMsPerRequest"],
             "cpuRatio": round(a["cpuMsPerRequest"] / b["cpuMsPerRequest"], 4),
+            "oursGcMs": a.get("gcMsPerRequest"), "ceilingGcMs": b.get("gcMsPerRequest"),
         })
     return {
         "pairs": rows,

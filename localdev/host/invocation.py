@@ -251,14 +251,20 @@ class Invoker:
             result.outputs[name] = kwargs[name] = OutBinding()
         for name in fn.in_binding_names:
             kwargs[name] = None
+        # The worker builds the Context for every invocation, whether or not the function
+        # asks for it, and stores the id in its thread-local storage
+        # (azure-functions-python-worker dispatcher.py, _handle__invocation_request:
+        # ``fi_context = self._get_context(...)``, then ``if fi.requires_context``).
+        context = InvocationContext(
+            invocation_id,
+            fn.name,
+            self.function_directory,
+            new_trace_parent(trace_parent),
+            trace_state,
+        )
+        context.thread_local_storage.invocation_id = invocation_id
         if fn.wants_context:
-            kwargs["context"] = InvocationContext(
-                invocation_id,
-                fn.name,
-                self.function_directory,
-                new_trace_parent(trace_parent),
-                trace_state,
-            )
+            kwargs["context"] = context
         flog = logging.getLogger(f"Function.{fn.name}")
         token = _INVOCATION_ID.set(invocation_id)
         started = time.perf_counter()
