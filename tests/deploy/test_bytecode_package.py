@@ -22,10 +22,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,26 +75,27 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
-def _deploy_build(project: Path, dest: Path) -> list[str]:
-    """What azd does: the prepackage hook in the project, then the .funcignore'd copy."""
-    hook = _run([sys.executable, "-m", "localdev.bytecode"], cwd=project)
-    assert hook.returncode == 0, hook.stderr
-    return package.build(dest, project)
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of this project, with the bytecode a local run of another interpreter or an
-    old module would leave, and the package a deploy builds from it."""
-    scratch = tmp_path_factory.mktemp("deploy")
-    project = scratch / "project"
+    old module would leave, after the prepackage hook ran in it."""
+    project = tmp_path_factory.mktemp("deploy") / "project"
     shutil.copytree(ROOT, project, ignore=_NOT_COPIED)
     for where in ("shared", "localdev", "bench", "tests"):
         (project / where / "__pycache__").mkdir(parents=True, exist_ok=True)
         (project / where / "__pycache__" / "gone.cpython-39.pyc").write_bytes(b"stale")
-    shipped = _deploy_build(project, scratch / "package")
-    yield scratch / "package", shipped
-    package.remove(scratch / "package")
+    hook = _run([sys.executable, "-m", "localdev.bytecode"], cwd=project)
+    assert hook.returncode == 0, hook.stderr
+    return project
+
+
+@pytest.fixture(scope="module")
+def built(project: Path) -> Iterator[tuple[Path, list[str]]]:
+    """The package azd builds from the project: what .funcignore keeps."""
+    dest = project.parent / "package"
+    shipped = package.build(dest, project)
+    yield dest, shipped
+    package.remove(dest)
 
 
 def _import_from(tree: Path) -> dict[str, object]:
@@ -226,3 +228,47 @@ def test_azure_yaml_builds_the_bytecode_before_azd_packages() -> None:
     assert hook["windows"]["shell"] == "pwsh"
     for variant in (hook["posix"], hook["windows"]):
         assert variant["run"].endswith(" -m localdev.bytecode")
+
+
+def _core_tools_accepts(funcignore: str) -> Callable[[str], bool]:
+    """Core Tools' reading of .funcignore, ported line for line from
+    src/Azure.Functions.Cli/Common/GitIgnoreParser.cs (Azure/azure-functions-core-tools):
+    patterns are prefix-anchored regexes, and a path is kept if any ``!`` pattern matches it
+    or no other pattern does (order does not matter)."""
+    lists: tuple[list[str], list[str]] = ([], [])
+    for line in (raw.strip() for raw in funcignore.split("\n")):
+        if not line or line.startswith("#"):
+            continue
+        negative = line.startswith("!")
+        line = line[1:] if negative else line
+        line = line[1:] if line.startswith("/") else line
+        lists[1 if negative else 0].append(line)
+
+    def prepare(pattern: str) -> str:
+        escaped = re.sub(r"[\-\[\]\/\{\}\(\)\+\?\.\\\^\$\|]", lambda m: "\\" + m.group(0),
+                         pattern)
+        return escaped.replace("**", "(.+)").replace("*", "([^\\/]+)")
+
+    positive, negative = (
+        re.compile("^((" + ")|(".join(prepare(p) for p in sorted(patterns)) + "))")
+        if patterns else re.compile("$^") for patterns in lists)
+    return lambda path: bool(negative.match(path)) or not positive.match(path)
+
+
+def test_core_tools_reads_the_funcignore_to_the_same_package(
+        project: Path, built: tuple[Path, list[str]]) -> None:
+    """``func azure functionapp publish`` ships the same files (FileSystemHelpers.
+    GetLocalFiles: every file but .git/ and .vscode/ and a few named files, each kept if
+    the parser accepts its project-relative path)."""
+    _, shipped = built
+    accepts = _core_tools_accepts((project / ".funcignore").read_text())
+    skipped_files = {".funcignore", ".gitignore", "local.settings.json", "project.lock.json",
+                     "appsettings.json"}
+    core_tools = set()
+    for here, dirs, files in os.walk(project):
+        dirs[:] = [d for d in dirs if d not in {".git", ".vscode"}]
+        for name in files:
+            rel = (Path(here) / name).relative_to(project).as_posix()
+            if name not in skipped_files and accepts(rel):
+                core_tools.add(rel)
+    assert core_tools == set(shipped) - {".funcignore"}
