@@ -239,10 +239,10 @@ def _core_tools_accepts(funcignore: str) -> Callable[[str], bool]:
     for line in (raw.strip() for raw in funcignore.split("\n")):
         if not line or line.startswith("#"):
             continue
-        negative = line.startswith("!")
-        line = line[1:] if negative else line
+        negated = line.startswith("!")
+        line = line[1:] if negated else line
         line = line[1:] if line.startswith("/") else line
-        lists[1 if negative else 0].append(line)
+        lists[1 if negated else 0].append(line)
 
     def prepare(pattern: str) -> str:
         escaped = re.sub(r"[\-\[\]\/\{\}\(\)\+\?\.\\\^\$\|]", lambda m: "\\" + m.group(0),
