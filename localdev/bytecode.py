@@ -64,14 +64,16 @@ def compile_app(root: Path = ROOT) -> list[Path]:
     for cache in (root / "__pycache__", *(root / APP_PACKAGE).rglob("__pycache__")):
         for stale in cache.glob("*.pyc"):
             stale.unlink()
+    # optimize=0: the plain .pyc a worker (no -O) reads, even if this runs under -O.
     mode = py_compile.PycInvalidationMode.CHECKED_HASH
-    ok = compileall.compile_file(root / APP_MODULE, quiet=1, force=True,
+    ok = compileall.compile_file(root / APP_MODULE, quiet=1, force=True, optimize=0,
                                  invalidation_mode=mode)
-    ok = compileall.compile_dir(root / APP_PACKAGE, quiet=1, force=True,
+    ok = compileall.compile_dir(root / APP_PACKAGE, quiet=1, force=True, optimize=0,
                                 invalidation_mode=mode) and ok
     if not ok:
         raise RuntimeError("compileall failed (see the errors above)")
-    return [Path(importlib.util.cache_from_source(str(src))) for src in app_sources(root)]
+    return [Path(importlib.util.cache_from_source(str(src), optimization=""))
+            for src in app_sources(root)]
 
 
 def version_warning(runtime: str) -> str | None:
