@@ -172,6 +172,9 @@ def table(results: dict[str, Any]) -> str:
       f"clock, as by the Functions worker): ours {fw['ours']['medianMs']:.1f} ms, ceiling "
       f"{fw['ceiling']['medianMs']:.1f} ms = "
       f"{fw['ours']['medianMs'] / fw['ceiling']['medianMs']:.2f} x")
+    if "artifact" in fw:  # bench/coldstart.py: the package, with and without app bytecode
+        w(f"    {fw['artifact']}; from source (no app bytecode) "
+          f"{fw['oursFromSource']['medianMs']:.1f} ms = {fw['ratioFromSource']:.2f} x")
     w(f"    ours: asyncio + azure.functions import "
       f"{ft['ours'].get('azureFunctionsImportMedianMs', '-')} ms, "
       f"+ app import and index = {ft['ours'].get('indexMedianMs', '-')} ms; ceiling: SDK "

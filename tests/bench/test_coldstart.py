@@ -22,6 +22,11 @@ def test_coldstart_entry_point_prints_the_ratio_and_both_stage_profiles() -> Non
     out = proc.stdout
     assert re.search(r"first token in a fresh worker \(asyncio \+ azure\.functions imported "
                      r"first\): ours [\d.]+ ms, ceiling [\d.]+ ms = [\d.]+ x", out), out
+    # The fresh-worker figure is the package as deployed; from source beside it.
+    assert re.search(r"= [\d.]+ x \(target <= 1\.15\), as deployed: app bytecode shipped "
+                     r"\(checked-hash\)\n", out), out
+    assert re.search(r"\n    from source \(the package without the app's bytecode\): ours "
+                     r"[\d.]+ ms = [\d.]+ x\n", out), out
     assert re.search(r"import \+ index: app [\d.]+ ms, empty FunctionApp [\d.]+ ms", out), out
     ours, _, ceiling = out.partition("  ceiling: ")
     # Each side's stages, in the order they ran; both sides import what the worker has.

@@ -65,6 +65,10 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         assert _number(cold["firstToken"][side]["medianMs"])
         assert _number(cold["firstToken"]["freshWorker"][side]["medianMs"])
     assert cold["firstToken"]["freshWorker"]["preimported"] == ["asyncio", "azure.functions"]
+    # The fresh-worker figure is the package as deployed; the one without bytecode beside it.
+    fw = cold["firstToken"]["freshWorker"]
+    assert fw["artifact"] == "as deployed: app bytecode shipped (checked-hash)"
+    assert _number(fw["oursFromSource"]["medianMs"]) and _number(fw["ratioFromSource"])
     assert "fresh worker" in proc.stdout and "asyncio + azure.functions" in proc.stdout
 
     # 5. Memory.
