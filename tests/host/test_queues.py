@@ -13,6 +13,7 @@ poison queue").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -67,6 +68,12 @@ async def queue_host(full_azurite: AzuriteProcess,
         sender = QueueClient.from_connection_string(
             full_azurite.connection_string, queue, message_encode_policy=TextBase64EncodePolicy())
         async with sender:
+            # The producer makes sure its queue exists, as shared/queue.py does: the
+            # listener creates it too, but in its own task, which may not have run yet.
+            from azure.core.exceptions import ResourceExistsError
+
+            with contextlib.suppress(ResourceExistsError):
+                await sender.create_queue()
             yield client, sender
 
 
