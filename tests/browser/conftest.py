@@ -9,7 +9,7 @@ screenshot of the page under its tmp dir and names it in the report.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,28 @@ def chromium() -> str:
     return require_chromium()
 
 
+def web_stack_at(data_dir: Path, settings: Mapping[str, str] | None = None) -> Stack:
+    """The stack as ``make run`` starts it, web sample included, on free ports (not started:
+    use it in ``with``). ``settings`` are explicit app settings: like ``localdev.stack``'s
+    options they win over the environment and the stack's defaults."""
+    return Stack(data_dir, web_port=0, use_func=False, timers=False, extra_settings=settings)
+
+
 @pytest.fixture(scope="session")
 def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack as ``make run`` starts it, web sample included, on free ports."""
-    with Stack(tmp_path_factory.mktemp("web-stack"), web_port=0, use_func=False,
-               timers=False) as running:
+    with web_stack_at(tmp_path_factory.mktemp("web-stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def scoped_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The web stack with the service requiring a delegated scope the web sample never asks
+    for (it asks for ``.../access_as_user``): as when an API requires a permission the client
+    app was not given. AUTH_REQUIRED_SCOPES is an explicit setting here: the stack never
+    takes that one from the environment."""
+    with web_stack_at(tmp_path_factory.mktemp("scoped-stack"),
+                      {"AUTH_REQUIRED_SCOPES": "Token.Issue"}) as running:
         yield running
 
 

@@ -1,7 +1,7 @@
 """The web sample (examples/web) in a real headless Chromium against the whole local stack:
 sign-in through the issuer's form (authorization code + PKCE), ACS tokens through
-``AzureCommunicationTokenCredential``, refresh, revoke, delete, error messages, and CORS
-refusing a page from an origin that is not allowed.
+``AzureCommunicationTokenCredential``, refresh, revoke, delete, error messages (401, 403,
+410, 429, 503), and CORS refusing a page from an origin that is not allowed.
 
 The web sample is served from its own origin (another port than the API's), so every API
 call in these tests is a real cross-origin request that Chromium checks.
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from localdev.stack import Stack
+from localdev.stack.core import API_SCOPE
 from localdev.stack.web import make_server
 from tests.revoke_clock import leave_revoke_second
 
@@ -237,3 +238,48 @@ def test_a_page_from_an_origin_not_allowed_cannot_read_the_api(
     refused = fetch_from_page(browser, web_stack.api_base + "/health")
     assert refused == {"error": "TypeError: Failed to fetch"}
     assert web_client.call("GET", "/health").status == 200
+
+
+def sign_in_token_scopes(browser: Browser) -> list[str]:
+    """The ``scp`` claim of the access token the page holds after sign-in."""
+    scp: str = browser.evaluate("""(() => {
+        const key = Object.keys(sessionStorage).find((k) => k.startsWith("oidc.user:"));
+        const part = JSON.parse(sessionStorage.getItem(key)).access_token.split(".")[1];
+        const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+        return JSON.parse(json).scp ?? "";
+    })()""")
+    return scp.split()
+
+
+def test_a_sign_in_without_the_required_scope_shows_the_403_message(
+        browser: Browser, scoped_stack: Stack) -> None:
+    """A signed-in user whose token lacks the scope the service requires gets a 403 from
+    the service (as Microsoft.Identity.Web's RequiredScopeFilter answers 403 Forbidden when
+    no accepted scope is in the token: AzureAD/microsoft-identity-web,
+    src/Microsoft.Identity.Web/Resource/RequiredScopeFilter.cs), and the page says so and
+    shows no token."""
+    client = StackClient(scoped_stack)
+    required = scoped_stack.settings["AUTH_REQUIRED_SCOPES"]
+    sign_in(browser, scoped_stack, new_user())
+    # A real sign-in token for this API, with the scope the sample asked for, not the one the
+    # service requires.
+    assert sign_in_token_scopes(browser) == [API_SCOPE.rsplit("/", 1)[-1]]
+    assert required not in sign_in_token_scopes(browser)
+
+    status = browser.act("#get-token")
+    answers = token_answers(browser, scoped_stack)
+    assert [a["status"] for a in answers] == [403], answers
+    body = answers[0]["body"]
+    assert body["error"]["code"] == "forbidden", body
+    assert f"'{required}'" in body["error"]["message"], body
+    assert "token" not in body and "acsUserId" not in body, body
+    # The page's 403 message, with the service's reason, and nothing else.
+    assert (status["kind"], status["code"]) == ("error", "forbidden"), status
+    assert status["text"] == f"403: not allowed. {body['error']['message']}", status
+    for field in ("#acs-user-id", "#scopes", "#expires"):
+        assert browser.text(field) == "none yet", field
+    assert browser.text("#service-calls") == "0"
+    assert "8:acs:" not in browser.evaluate("document.body.innerText")
+    # The service refused before doing anything: no ACS identity, no ACS token.
+    stats = client.emulator("GET", "stats")
+    assert (stats["identitiesCreated"], stats["tokensIssued"]) == (0, 0), stats
