@@ -61,6 +61,8 @@ class JwksCache:
         self._fetch = fetch
         self._keys: dict[str, jws.Key] = {}
         self._fetched_at = float("-inf")
+        #: The last fetch failed: until the next one, no key is "unknown", only unavailable.
+        self._failed = False
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str) -> jws.Key:
@@ -69,6 +71,9 @@ class JwksCache:
         if found is not None and age < JWKS_MAX_AGE_SECONDS:
             return found
         if found is None and age < JWKS_MIN_REFRESH_SECONDS:
+            if self._failed and not self._keys:
+                # Never fetched a key: a 401 would send a valid token's user to sign in.
+                raise Unavailable("the identity provider's keys are unavailable")
             raise Unauthenticated("the token's signing key is unknown")
         await self._refresh(self._fetched_at)
         found = self._keys.get(kid)
@@ -93,10 +98,12 @@ class JwksCache:
             except (Unavailable, asyncio.TimeoutError, KeyError, TypeError, ValueError,
                     AttributeError):
                 self._fetched_at = time.monotonic()
+                self._failed = True
                 if self._keys:
                     return  # keep serving with the keys we have
                 raise Unavailable("the identity provider's keys are unavailable") from None
             self._keys = keys
+            self._failed = False
             self._fetched_at = time.monotonic()
 
     async def _fetch_document(self) -> Any:
