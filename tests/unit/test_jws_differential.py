@@ -456,6 +456,7 @@ def test_signed_header_mutations_get_pyjwts_answer(alg: str, changes: dict[str, 
 # --- JWK parsing ---------------------------------------------------------------------
 
 P384 = ec.generate_private_key(ec.SECP384R1())
+RSA_1024 = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the point)
 
 
 def _with_coordinate(jwk: dict[str, Any], name: str, data: bytes) -> dict[str, Any]:
@@ -516,6 +517,8 @@ def test_jwk_parsing_differs_only_where_stricter() -> None:
         # No HMAC at all: a symmetric key in a public JWKS is a misconfiguration.
         "oct": {"kty": "oct", "k": b64(b"k" * 32), "kid": "h"},
         "Ed25519": {"kty": "OKP", "crv": "Ed25519", "x": b64(bytes(32)), "kid": "o"},
+        # RFC 7518 section 3.3: "A key of size 2048 bits or larger MUST be used" with RS256.
+        "RSA of 1024 bits": public_jwk(RSA_1024, kid="r1024", alg="RS256"),
     }
     for name, entry in stricter.items():
         jwt.PyJWK(entry)  # PyJWT builds it
@@ -524,6 +527,21 @@ def test_jwk_parsing_differs_only_where_stricter() -> None:
         assert oracle(token(header={"kid": entry["kid"]}), [entry])[0] == "refused", name
         assert ours(token(header={"kid": entry["kid"]}), [entry]) == (
             "refused", "the token's signing key is unknown"), name
+
+
+def test_a_token_signed_by_an_rsa_key_under_2048_bits_is_refused() -> None:
+    """PyJWT verifies RS256 with any RSA key the JWKS lists; RFC 7518 section 3.3 says a
+    key of 2048 bits or more MUST be used, and 1024-bit moduli are within reach of
+    factoring, after which anyone could sign as the issuer. So a JWKS entry under 2048
+    bits is no key at all for us: its tokens are refused as signed by an unknown key."""
+    entry = public_jwk(RSA_1024, kid="r1024", alg="RS256")
+    signing_input = (f"{b64(json.dumps({'alg': 'RS256', 'kid': 'r1024'}).encode())}."
+                     f"{b64(json.dumps(good_claims()).encode())}")
+    mark = RSA_1024.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    weak = f"{signing_input}.{b64(mark)}"
+    assert oracle(weak, [entry])[0] == "accepted"
+    assert ours(weak, [entry]) == ("refused", "the token's signing key is unknown")
+    assert jws.parse_jwk({**RSA_JWK, "alg": "RS256"}).alg == "RS256"  # 2048 bits: fine
 
 
 def test_an_ec_point_off_the_curve_is_refused_when_first_used() -> None:
