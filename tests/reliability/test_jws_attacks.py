@@ -35,3 +35,81 @@ async def test_a_valid_token_right_after_a_failed_key_fetch_is_a_503_not_a_401(
         assert status == 503, (attempt, body)
         assert body["error"]["code"] == "unavailable"
         assert int(headers["Retry-After"]) >= 1
+
+
+# -- held: signed by the issuer's real key, hostile anyway ---------------------------------
+
+MARKER = "zq9-leak-marker"
+
+
+def sign_raw(issuer, claims_json: bytes, **header) -> str:
+    """Claims bytes exactly as given (duplicate keys, raw escapes), the issuer's real key."""
+    import jwt
+
+    key = issuer.keys.signing_key("RS256")
+    return jwt.api_jws.PyJWS().encode(claims_json, key.private_key, algorithm="RS256",
+                                      headers={"kid": key.kid, "typ": "JWT", **header})
+
+
+def claims_json(issuer, **changes) -> bytes:
+    import json
+
+    import jwt
+
+    claims = jwt.decode(issuer.mint("held"), options={"verify_signature": False})
+    claims.update(changes)
+    return json.dumps(claims).encode()
+
+
+@pytest.mark.parametrize("case", [
+    # A lone surrogate is valid JSON ("\udcff") but no UTF-8: it must not reach Table
+    # Storage or ACS as a user id (keys.validate_user_id, "must be valid unicode").
+    "oid_lone_surrogate",
+    # bool is an int in Python: int(True) == 1, so exp=true is 1970 and expired (as PyJWT).
+    "exp_true",
+    # RFC 7519 section 4.1.3: aud is a string or an array of strings.
+    "aud_list_with_non_strings",
+    # section 4.1.1: iss is a StringOrURI; a list holding the issuer is not it.
+    "iss_list",
+    # A user claim of the wrong type is refused, not skipped in favour of sub (which
+    # would let a token name its user through the weaker claim).
+    "oid_a_list_naming_the_victim",
+])
+async def test_signed_hostile_claims_are_a_401_that_echoes_nothing(issuer, acs, caplog, case):
+    payload = {
+        "oid_lone_surrogate": lambda: claims_json(issuer, oid=MARKER + "\udcff",
+                                                  sub=MARKER + "\udcff"),
+        "exp_true": lambda: claims_json(issuer, exp=True, sub=MARKER, oid=MARKER),
+        "aud_list_with_non_strings": lambda: claims_json(
+            issuer, aud=[issuer.audience, 1, None], sub=MARKER, oid=MARKER),
+        "iss_list": lambda: claims_json(issuer, iss=[issuer.issuer], sub=MARKER, oid=MARKER),
+        "oid_a_list_naming_the_victim": lambda: claims_json(issuer, oid=[MARKER], sub="victim"),
+    }[case]()
+    token = sign_raw(issuer, payload)
+    before = acs.stats()["requests"].get("createIdentity", 0)
+    status, body, headers = await issue(token)
+    assert status == 401, body
+    assert body["error"]["code"] == "unauthenticated"
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    text = str(body) + str(headers) + caplog.text
+    for secret in (MARKER, token.split(".")[1][:40], token.split(".")[2][:40]):
+        assert secret not in text
+    assert acs.stats()["requests"].get("createIdentity", 0) == before
+
+
+async def test_a_duplicate_claim_is_read_as_its_last_value(issuer, acs):
+    """RFC 7519 section 4: a JWT parser must reject duplicate claim names or use the
+    lexically last one (RFC 7515 section 4 says the same of header parameters, where
+    the corpus of tests/unit/test_jws_differential.py has a duplicate alg). As PyJWT
+    (json.loads), the last wins: the token acts for dup-last, never for dup-first."""
+    first = await issue(issuer.mint("dup-first"))
+    last = await issue(issuer.mint("dup-last"))
+    assert first[0] == last[0] == 200
+    assert first[1]["acsUserId"] != last[1]["acsUserId"]
+    payload = claims_json(issuer, sub="dup-last")
+    payload = payload.replace(b'"oid": ', b'"_oid": ')  # the issuer's oid out of the way
+    payload = payload[:-1] + b', "oid": "dup-first", "oid": "dup-last"}'
+    assert payload.count(b'"oid": ') == 2
+    status, body, _ = await issue(sign_raw(issuer, payload))
+    assert status == 200, body
+    assert body["acsUserId"] == last[1]["acsUserId"]
