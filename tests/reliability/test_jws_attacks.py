@@ -113,3 +113,39 @@ async def test_a_duplicate_claim_is_read_as_its_last_value(issuer, acs):
     status, body, _ = await issue(sign_raw(issuer, payload))
     assert status == 200, body
     assert body["acsUserId"] == last[1]["acsUserId"]
+
+
+async def test_an_rsa_and_an_ec_key_sharing_one_kid_both_verify(issuer, monkeypatch):
+    """RFC 7517 section 4.5: keys in one JWK Set SHOULD have distinct kids, "One example in
+    which different keys might use the same "kid" value is if they have different "kty"
+    (key type) values but are considered to be equivalent alternatives". The cache kept one
+    key per kid (the last, as PyJWK's dict did), so the other algorithm's valid tokens were
+    refused. The issuer's own two keys, published under one kid by a loopback JWKS server
+    (the local issuer names each key by its thumbprint)."""
+    from aiohttp import web
+
+    from localdev.azurite import free_port
+
+    shared_kid = "one-kid-two-ktys"
+    jwks = {"keys": [{**key.jwk(), "kid": shared_kid} for key in issuer.keys.keys]}
+    assert {entry["kty"] for entry in jwks["keys"]} == {"RSA", "EC"}
+
+    async def keys(_: web.Request) -> web.Response:
+        return web.json_response(jwks)
+
+    app = web.Application()
+    app.router.add_get("/keys", keys)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        monkeypatch.setenv("AUTH_JWKS_URI", f"http://127.0.0.1:{port}/keys")
+        await runtime.reset()
+        for alg in ("RS256", "ES256"):
+            token = issuer.mint(f"same-kid-{alg}", alg=alg, headers={"kid": shared_kid})
+            status, body, _ = await issue(token)
+            assert status == 200, (alg, body)
+    finally:
+        await runtime.reset()
+        await runner.cleanup()

@@ -118,17 +118,21 @@ def oracle(token: str, jwks: list[dict[str, Any]] = JWKS) -> tuple[str, Any]:
 
 
 def ours(token: str, jwks: list[dict[str, Any]] = JWKS) -> tuple[str, Any]:
-    """Today's shared/auth.py _verify: the same steps, JwksCache's dict in place."""
-    keys: dict[str, jws.Key] = {}
+    """Today's shared/auth.py _verify: the same steps, JwksCache's dict in place (kid ->
+    alg -> key, so an RSA and an EC key may share a kid, RFC 7517 section 4.5: a
+    deliberate difference, tests/reliability/test_jws_attacks.py; no JWKS here has one)."""
+    keys: dict[str, dict[str, jws.Key]] = {}
     for entry in jwks:
         if entry.get("kid") and entry.get("use", "sig") == "sig":
             try:
-                keys[str(entry["kid"])] = jws.parse_jwk(entry)
+                parsed_key = jws.parse_jwk(entry)
             except jws.InvalidKey:
                 continue
+            keys.setdefault(str(entry["kid"]), {})[parsed_key.alg] = parsed_key
     try:
         parsed = jws.parse(token)
-        key = keys.get(parsed.kid)
+        by_alg = keys.get(parsed.kid)
+        key = (by_alg.get(parsed.alg) or next(iter(by_alg.values()))) if by_alg else None
         if key is None:
             raise Unauthenticated("the token's signing key is unknown")
         claims = jws.verify(parsed, key, audiences=AUDIENCES, issuer=ISSUER,
