@@ -7,8 +7,9 @@ were with PyJWT 2.15.1 (commit 0be6a30), with a dict for the JWKS. ``ours`` is t
 ``_verify``: ``jws.parse``, the key by kid, ``jws.verify``. Both read the same fixed clock,
 so boundary cases (``exp`` exactly at the leeway) are deterministic.
 
-Deliberate differences are only in JWK parsing (test_jwk_parsing_differs_only_where_stricter)
-and each says why; on tokens there is none.
+Deliberate differences are only in JWK parsing (test_jwk_parsing_differs_only_where_stricter,
+test_a_token_signed_by_an_rsa_key_under_2048_bits_is_refused) and in one kid naming two
+keys (see ``ours``), and each says why; on tokens there is none.
 """
 
 from __future__ import annotations
