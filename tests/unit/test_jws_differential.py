@@ -480,6 +480,10 @@ JWK_SAME: dict[str, tuple[dict[str, Any], bool]] = {
     "RSA without kty": ({k: v for k, v in RSA_JWK.items() if k != "kty"}, False),
     "RSA with kty rsa": ({**RSA_JWK, "kty": "rsa"}, False),
     "RSA with n not a string": ({**RSA_JWK, "n": 12345}, False),
+    # e = 1 would make every signature its own message: anyone could sign (cryptography
+    # refuses e < 3 and even e, for both).
+    "RSA with e 1": ({**RSA_JWK, "e": b64(b"\x01")}, False),
+    "RSA with e 4": ({**RSA_JWK, "e": b64(b"\x04")}, False),
     "EC P-256 with alg ES256": ({**EC_JWK, "alg": "ES256"}, True),
     "EC P-256 without alg": (EC_JWK, True),
     "EC with alg RS256": ({**EC_JWK, "alg": "RS256"}, False),
