@@ -59,22 +59,36 @@ class JwksCache:
         self._issuer = issuer.rstrip("/")
         self._jwks_uri = jwks_uri
         self._fetch = fetch
-        self._keys: dict[str, jws.Key] = {}
+        #: kid -> alg -> key: one kid may name an RSA and an EC key (RFC 7517 section 4.5).
+        self._keys: dict[str, dict[str, jws.Key]] = {}
         self._fetched_at = float("-inf")
+        #: The last fetch failed: until the next one, no key is "unknown", only unavailable.
+        self._failed = False
         self._lock = asyncio.Lock()
 
-    async def key(self, kid: str) -> jws.Key:
+    async def key(self, kid: str, alg: str) -> jws.Key:
+        """The key named ``kid`` for ``alg``; if ``kid`` names only keys for another
+        algorithm, one of those, which :func:`jws.verify` refuses as not matching."""
         age = time.monotonic() - self._fetched_at
-        found = self._keys.get(kid)
+        found = self._find(kid, alg)
         if found is not None and age < JWKS_MAX_AGE_SECONDS:
             return found
         if found is None and age < JWKS_MIN_REFRESH_SECONDS:
+            if self._failed and not self._keys:
+                # Never fetched a key: a 401 would send a valid token's user to sign in.
+                raise Unavailable("the identity provider's keys are unavailable")
             raise Unauthenticated("the token's signing key is unknown")
         await self._refresh(self._fetched_at)
-        found = self._keys.get(kid)
+        found = self._find(kid, alg)
         if found is None:
             raise Unauthenticated("the token's signing key is unknown")
         return found
+
+    def _find(self, kid: str, alg: str) -> jws.Key | None:
+        by_alg = self._keys.get(kid)
+        if not by_alg:
+            return None
+        return by_alg.get(alg) or next(iter(by_alg.values()))
 
     async def _refresh(self, seen: float) -> None:
         async with self._lock:
@@ -83,20 +97,23 @@ class JwksCache:
             try:
                 document = await asyncio.wait_for(self._fetch_document(),
                                                   JWKS_FETCH_BUDGET_SECONDS)
-                keys: dict[str, jws.Key] = {}
+                keys: dict[str, dict[str, jws.Key]] = {}
                 for entry in document.get("keys", []):
                     if entry.get("kid") and entry.get("use", "sig") == "sig":
                         try:
-                            keys[str(entry["kid"])] = jws.parse_jwk(entry)
+                            key = jws.parse_jwk(entry)
                         except jws.InvalidKey:
                             continue
+                        keys.setdefault(str(entry["kid"]), {})[key.alg] = key
             except (Unavailable, asyncio.TimeoutError, KeyError, TypeError, ValueError,
                     AttributeError):
                 self._fetched_at = time.monotonic()
+                self._failed = True
                 if self._keys:
                     return  # keep serving with the keys we have
                 raise Unavailable("the identity provider's keys are unavailable") from None
             self._keys = keys
+            self._failed = False
             self._fetched_at = time.monotonic()
 
     async def _fetch_document(self) -> Any:
@@ -128,7 +145,7 @@ class JwtAuthenticator:
 
     async def _verify(self, token: str) -> dict[str, Any]:
         parsed = jws.parse(token)
-        key = await self._jwks.key(parsed.kid)
+        key = await self._jwks.key(parsed.kid, parsed.alg)
         return jws.verify(parsed, key, audiences=self._audience, issuer=self._issuer,
                           leeway=LEEWAY_SECONDS)
 

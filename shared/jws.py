@@ -47,6 +47,8 @@ MAX_KID_LENGTH = 256
 _UNDERSTOOD_CRIT = frozenset({"b64"})
 _BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _P256_COORDINATE_BYTES = 32
+#: RFC 7518 section 3.3: "A key of size 2048 bits or larger MUST be used" for RS256.
+_RSA_MIN_BITS = 2048
 
 _MALFORMED = "the bearer token is malformed"
 _INVALID = "the token is invalid"
@@ -116,8 +118,9 @@ def parse_jwk(jwk: Mapping[str, Any]) -> Key:
     As PyJWT's ``PyJWK``: the algorithm is the entry's ``alg``, else RS256 for ``kty``
     RSA and ES256 for EC; an ``alg`` that contradicts ``kty`` is refused, and the key
     numbers are decoded as leniently as PyJWT does (an issuer's own JWKS, fetched over
-    https). Stricter on purpose: only RS256 and ES256, and ES256 only on P-256 with
-    32-byte coordinates (RFC 7518 section 3.4), whatever the entry's ``crv`` says.
+    https). Stricter on purpose: only RS256 and ES256, RSA moduli of 2048 bits or more
+    (RFC 7518 section 3.3), and ES256 only on P-256 with 32-byte coordinates (section
+    3.4), whatever the entry's ``crv`` says.
     """
     kty, alg = jwk.get("kty"), jwk.get("alg")
     if not alg:
@@ -125,7 +128,8 @@ def parse_jwk(jwk: Mapping[str, Any]) -> Key:
     try:
         if alg == "RS256" and kty == "RSA":
             numbers = rsa.RSAPublicNumbers(_uint(jwk["e"]), _uint(jwk["n"]))
-            return RsaKey(numbers.public_key())
+            if numbers.n.bit_length() >= _RSA_MIN_BITS:
+                return RsaKey(numbers.public_key())
         if alg == "ES256" and kty == "EC" and jwk.get("crv") == "P-256":
             x, y = _jwk_bytes(jwk["x"]), _jwk_bytes(jwk["y"])
             if len(x) == len(y) == _P256_COORDINATE_BYTES:

@@ -7,8 +7,9 @@ were with PyJWT 2.15.1 (commit 0be6a30), with a dict for the JWKS. ``ours`` is t
 ``_verify``: ``jws.parse``, the key by kid, ``jws.verify``. Both read the same fixed clock,
 so boundary cases (``exp`` exactly at the leeway) are deterministic.
 
-Deliberate differences are only in JWK parsing (test_jwk_parsing_differs_only_where_stricter)
-and each says why; on tokens there is none.
+Deliberate differences are only in JWK parsing (test_jwk_parsing_differs_only_where_stricter,
+test_a_token_signed_by_an_rsa_key_under_2048_bits_is_refused) and in one kid naming two
+keys (see ``ours``), and each says why; on tokens there is none.
 """
 
 from __future__ import annotations
@@ -118,17 +119,21 @@ def oracle(token: str, jwks: list[dict[str, Any]] = JWKS) -> tuple[str, Any]:
 
 
 def ours(token: str, jwks: list[dict[str, Any]] = JWKS) -> tuple[str, Any]:
-    """Today's shared/auth.py _verify: the same steps, JwksCache's dict in place."""
-    keys: dict[str, jws.Key] = {}
+    """Today's shared/auth.py _verify: the same steps, JwksCache's dict in place (kid ->
+    alg -> key, so an RSA and an EC key may share a kid, RFC 7517 section 4.5: a
+    deliberate difference, tests/reliability/test_jws_attacks.py; no JWKS here has one)."""
+    keys: dict[str, dict[str, jws.Key]] = {}
     for entry in jwks:
         if entry.get("kid") and entry.get("use", "sig") == "sig":
             try:
-                keys[str(entry["kid"])] = jws.parse_jwk(entry)
+                parsed_key = jws.parse_jwk(entry)
             except jws.InvalidKey:
                 continue
+            keys.setdefault(str(entry["kid"]), {})[parsed_key.alg] = parsed_key
     try:
         parsed = jws.parse(token)
-        key = keys.get(parsed.kid)
+        by_alg = keys.get(parsed.kid)
+        key = (by_alg.get(parsed.alg) or next(iter(by_alg.values()))) if by_alg else None
         if key is None:
             raise Unauthenticated("the token's signing key is unknown")
         claims = jws.verify(parsed, key, audiences=AUDIENCES, issuer=ISSUER,
@@ -456,6 +461,7 @@ def test_signed_header_mutations_get_pyjwts_answer(alg: str, changes: dict[str, 
 # --- JWK parsing ---------------------------------------------------------------------
 
 P384 = ec.generate_private_key(ec.SECP384R1())
+RSA_1024 = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the point)
 
 
 def _with_coordinate(jwk: dict[str, Any], name: str, data: bytes) -> dict[str, Any]:
@@ -474,6 +480,10 @@ JWK_SAME: dict[str, tuple[dict[str, Any], bool]] = {
     "RSA without kty": ({k: v for k, v in RSA_JWK.items() if k != "kty"}, False),
     "RSA with kty rsa": ({**RSA_JWK, "kty": "rsa"}, False),
     "RSA with n not a string": ({**RSA_JWK, "n": 12345}, False),
+    # e = 1 would make every signature its own message: anyone could sign (cryptography
+    # refuses e < 3 and even e, for both).
+    "RSA with e 1": ({**RSA_JWK, "e": b64(b"\x01")}, False),
+    "RSA with e 4": ({**RSA_JWK, "e": b64(b"\x04")}, False),
     "EC P-256 with alg ES256": ({**EC_JWK, "alg": "ES256"}, True),
     "EC P-256 without alg": (EC_JWK, True),
     "EC with alg RS256": ({**EC_JWK, "alg": "RS256"}, False),
@@ -503,6 +513,7 @@ def test_jwk_parsing_agrees_with_pyjwk(name: str) -> None:
     assert (our_usable, pyjwt_usable) == (usable, usable)
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_jwk_parsing_differs_only_where_stricter() -> None:
     """PyJWK builds these keys; parse_jwk refuses them, each on purpose."""
     stricter = {
@@ -516,6 +527,8 @@ def test_jwk_parsing_differs_only_where_stricter() -> None:
         # No HMAC at all: a symmetric key in a public JWKS is a misconfiguration.
         "oct": {"kty": "oct", "k": b64(b"k" * 32), "kid": "h"},
         "Ed25519": {"kty": "OKP", "crv": "Ed25519", "x": b64(bytes(32)), "kid": "o"},
+        # RFC 7518 section 3.3: "A key of size 2048 bits or larger MUST be used" with RS256.
+        "RSA of 1024 bits": public_jwk(RSA_1024, kid="r1024", alg="RS256"),
     }
     for name, entry in stricter.items():
         jwt.PyJWK(entry)  # PyJWT builds it
@@ -524,6 +537,22 @@ def test_jwk_parsing_differs_only_where_stricter() -> None:
         assert oracle(token(header={"kid": entry["kid"]}), [entry])[0] == "refused", name
         assert ours(token(header={"kid": entry["kid"]}), [entry]) == (
             "refused", "the token's signing key is unknown"), name
+
+
+def test_a_token_signed_by_an_rsa_key_under_2048_bits_is_refused() -> None:
+    """PyJWT verifies RS256 with any RSA key the JWKS lists; RFC 7518 section 3.3 says a
+    key of 2048 bits or more MUST be used, and 1024-bit moduli are within reach of
+    factoring, after which anyone could sign as the issuer. So a JWKS entry under 2048
+    bits is no key at all for us: its tokens are refused as signed by an unknown key."""
+    entry = public_jwk(RSA_1024, kid="r1024", alg="RS256")
+    signing_input = (f"{b64(json.dumps({'alg': 'RS256', 'kid': 'r1024'}).encode())}."
+                     f"{b64(json.dumps(good_claims()).encode())}")
+    mark = RSA_1024.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    weak = f"{signing_input}.{b64(mark)}"
+    with pytest.warns(jwt.warnings.InsecureKeyLengthWarning):  # PyJWT only warns
+        assert oracle(weak, [entry])[0] == "accepted"
+    assert ours(weak, [entry]) == ("refused", "the token's signing key is unknown")
+    assert jws.parse_jwk({**RSA_JWK, "alg": "RS256"}).alg == "RS256"  # 2048 bits: fine
 
 
 def test_an_ec_point_off_the_curve_is_refused_when_first_used() -> None:
