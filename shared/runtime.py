@@ -236,7 +236,14 @@ def _credential(settings: Settings) -> Any:
     return _worker.credential
 
 
+#: The largest discovery document or JWKS accepted. Real ones are a few KB (Entra ID's
+#: JWKS about 10 KB); anything past this is refused as it streams in, never buffered whole.
+MAX_DOCUMENT_BYTES = 1 << 20
+
+
 async def _fetch_json(url: str) -> Any:
+    import json
+
     import aiohttp
 
     if _worker.session is None:
@@ -246,6 +253,14 @@ async def _fetch_json(url: str) -> Any:
         async with _worker.session.get(url, headers={"Accept": "application/json"}) as response:
             if response.status != 200:
                 raise Unavailable("the identity provider answered with an error")
-            return await response.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            if (response.content_length or 0) > MAX_DOCUMENT_BYTES:
+                raise Unavailable("the identity provider's answer is too large")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(65536):
+                body += chunk
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise Unavailable("the identity provider's answer is too large")
+            return json.loads(body)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, RecursionError):
+        # RecursionError: a document of thousands of nested arrays (json.loads recurses).
         raise Unavailable("the identity provider is unreachable") from None

@@ -149,3 +149,51 @@ async def test_an_rsa_and_an_ec_key_sharing_one_kid_both_verify(issuer, monkeypa
     finally:
         await runtime.reset()
         await runner.cleanup()
+
+
+# -- the identity provider's documents: bounded, whatever it answers -----------------------
+
+@pytest.mark.parametrize("shape", ["too-large", "too-large-chunked", "deeply-nested"])
+async def test_a_hostile_key_document_is_a_503_never_a_500(issuer, monkeypatch, shape):
+    """The JWKS (and the discovery document) come from the configured issuer, but a
+    misconfigured AUTH_JWKS_URI or a broken proxy can answer anything. Real documents are
+    a few KB (Entra ID's JWKS about 10 KB): one over runtime.MAX_DOCUMENT_BYTES is refused
+    as it streams in (with or without Content-Length), never buffered whole, and JSON
+    nested too deep for json.loads (RecursionError) is an unusable answer too: 503
+    "keys unavailable", as for an unreachable issuer, and no 500."""
+    from aiohttp import web
+
+    from localdev.azurite import free_port
+
+    big = b'{"keys": [], "padding": "' + b"x" * (runtime.MAX_DOCUMENT_BYTES + 10) + b'"}'
+    nested = b"[" * 100_000 + b"]" * 100_000
+
+    async def keys(request: web.Request) -> web.StreamResponse:
+        if shape == "deeply-nested":
+            return web.Response(body=nested, content_type="application/json")
+        if shape == "too-large":
+            return web.Response(body=big, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(big), 65536):
+            await response.write(big[start:start + 65536])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/keys", keys)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        monkeypatch.setenv("AUTH_JWKS_URI", f"http://127.0.0.1:{port}/keys")
+        await runtime.reset()
+        status, body, headers = await issue(issuer.mint("alice"))
+        assert status == 503, body
+        assert body["error"]["code"] == "unavailable"
+        assert int(headers["Retry-After"]) >= 1
+    finally:
+        await runtime.reset()
+        await runner.cleanup()
