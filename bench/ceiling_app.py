@@ -30,7 +30,6 @@ headers. ``shared.telemetry.round_trips`` counts the round trips, as for every s
 from __future__ import annotations
 
 import json
-import logging
 import os
 from datetime import timedelta
 from typing import Any
@@ -45,17 +44,18 @@ TOKEN_LIFETIME = timedelta(minutes=1440)  # what ours asks of ACS by default
 _clients: tuple[Any, Any, Any] | None = None
 
 
-def _get_clients() -> tuple[Any, Any, Any]:
+def clients() -> tuple[Any, Any, Any]:
+    """(TableClient, CommunicationIdentityClient, CommunicationUserIdentifier), built on
+    first use and shared by every call of this worker (the raw ceiling uses them too)."""
     global _clients
     if _clients is None:
         from azure.communication.identity import CommunicationUserIdentifier
         from azure.communication.identity.aio import CommunicationIdentityClient
         from azure.data.tables.aio import TableClient
 
-        from shared.telemetry import round_trips
+        from shared.telemetry import quiet_sdk_loggers, round_trips
 
-        for name in ("azure", "azure.core.pipeline.policies.http_logging_policy"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_sdk_loggers()
         table = TableClient.from_connection_string(
             os.environ["IDENTITY_TABLE_CONNECTION"], os.environ["IDENTITY_TABLE_NAME"],
             raw_request_hook=round_trips.table_hook, use_env_settings=False)
@@ -77,7 +77,7 @@ async def close() -> None:
 
 @app.route(route="token", methods=["POST"])
 async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
-    table, identity, user = _get_clients()
+    table, identity, user = clients()
     entity = await table.get_entity(req.headers["x-user-key"], "user")
     token = await identity.get_token(user(entity["AcsUserId"]), SCOPES,
                                      token_expires_in=TOKEN_LIFETIME)

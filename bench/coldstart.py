@@ -534,7 +534,7 @@ def compare_trees(env: dict[str, str], users: list[dict[str, str]], runs: int, *
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.coldstart [--runs N] [--baseline REF] [--bytecode] [--script F]``: the
     cold-start figures of ``make bench`` alone (the same scripts and components), in
-    under a minute. Run it under ``flock /work/wt/bench.lock`` on a shared machine."""
+    under a minute. Timing runs on a shared machine: run one at a time."""
     import argparse
 
     from bench.__main__ import log

@@ -44,7 +44,6 @@ from bench.load import WorkerLogForwarder, closed_loop, cpu_seconds, emulator_st
 from bench.storm import run_storm
 
 SCOPES = ["chat", "voip"]
-TOKEN_MINUTES = 1440  # the service's default TOKEN_LIFETIME_MINUTES, asked of ACS explicitly
 
 
 _INVOCATIONS = itertools.count()
@@ -329,7 +328,6 @@ async def run_ceiling(cfg: dict[str, Any]) -> dict[str, Any]:
     a new ``func.HttpRequest`` per call, the host's invocation id numbered here."""
     from bench import ceiling_app
     from localdev.host.invocation import InProcessFunctions, http_request
-    from shared.telemetry import round_trips
 
     app = InProcessFunctions(ceiling_app, Path(ceiling_app.__file__).parent)
     keys = [u["partitionKey"] for u in cfg["users"]]
@@ -341,70 +339,49 @@ async def run_ceiling(cfg: dict[str, Any]) -> dict[str, Any]:
             invocation_id=host_invocation_id())
         return bool(response.status_code == 200)
 
-    await op(0)  # clients built and connections opened once, like any warm worker
-    samples = []
-    for i in range(len(cfg["rtUsers"])):
-        round_trips.reset()
-        if not await op(i):
-            raise RuntimeError("ceiling request failed")
-        samples.append(round_trips.snapshot())
-    memory = {"rssStartMb": round(rss_mb(), 2)}
-    reply({"ready": True})
-    issued = await serve_levels(op, 0)
-    memory["rssEndMb"] = round(rss_mb(), 2)
-    if cfg.get("profile"):
-        await _profile(cfg, "ceiling", op, issued)
-    await ceiling_app.close()
-    return {"roundTrips": {"repeatToken": _same_counts(samples)}, "memory": memory,
-            "requestsServed": issued}
+    return await _serve_ceiling(cfg, "ceiling", op)
 
 
 # -- raw ceiling: the raw SDKs in a bare loop (informational) --------------------------------
 
 async def run_raw_ceiling(cfg: dict[str, Any]) -> dict[str, Any]:
-    from datetime import timedelta
+    """The same two SDK calls with the same clients (``ceiling_app.clients``), outside any
+    invoker: no request, no response, no invocation records."""
+    from bench import ceiling_app
 
-    from azure.communication.identity import CommunicationUserIdentifier
-    from azure.communication.identity.aio import CommunicationIdentityClient
-    from azure.data.tables.aio import TableClient
-
-    from shared.telemetry import quiet_sdk_loggers, round_trips
-
-    # The ceiling gets the same transport tuning as ours (no per-request proxy/netrc
-    # lookups, see shared/transport.py) and the same quiet SDK loggers (no per-request
-    # HTTP log records under the worker's INFO logging): it is the best the raw SDKs can do.
-    quiet_sdk_loggers()
-    table = TableClient.from_connection_string(
-        cfg["tableConnection"], cfg["tableName"], raw_request_hook=round_trips.table_hook,
-        use_env_settings=False)
-    identity = CommunicationIdentityClient.from_connection_string(
-        cfg["acsConnectionString"], raw_request_hook=round_trips.acs_hook,
-        use_env_settings=False)
+    table, identity, user = ceiling_app.clients()
     keys = [u["partitionKey"] for u in cfg["users"]]
     n_users = len(keys)
-    expires = timedelta(minutes=TOKEN_MINUTES)
 
     async def op(i: int) -> bool:
         entity = await table.get_entity(keys[i % n_users], "user")
-        token = await identity.get_token(
-            CommunicationUserIdentifier(entity["AcsUserId"]), SCOPES, token_expires_in=expires)
+        token = await identity.get_token(user(entity["AcsUserId"]), ceiling_app.SCOPES,
+                                         token_expires_in=ceiling_app.TOKEN_LIFETIME)
         return bool(token.token)
 
-    await op(0)  # connections opened once, like any warm worker
+    return await _serve_ceiling(cfg, "rawCeiling", op)
+
+
+async def _serve_ceiling(cfg: dict[str, Any], name: str, op: Any) -> dict[str, Any]:
+    """A ceiling worker's life: connections opened once (as in any warm worker), its round
+    trips counted, then the orchestrator's levels, the profile if asked, the clients closed."""
+    from bench import ceiling_app
+    from shared.telemetry import round_trips
+
+    await op(0)
     samples = []
     for i in range(len(cfg["rtUsers"])):
         round_trips.reset()
         if not await op(i):
-            raise RuntimeError("raw ceiling request failed")
+            raise RuntimeError(f"{name} request failed")
         samples.append(round_trips.snapshot())
     memory = {"rssStartMb": round(rss_mb(), 2)}
     reply({"ready": True})
     issued = await serve_levels(op, 0)
     memory["rssEndMb"] = round(rss_mb(), 2)
     if cfg.get("profile"):
-        await _profile(cfg, "rawCeiling", op, issued)
-    await table.close()
-    await identity.close()
+        await _profile(cfg, name, op, issued)
+    await ceiling_app.close()
     return {"roundTrips": {"repeatToken": _same_counts(samples)}, "memory": memory,
             "requestsServed": issued}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -242,8 +243,6 @@ MAX_DOCUMENT_BYTES = 1 << 20
 
 
 async def _fetch_json(url: str) -> Any:
-    import json
-
     import aiohttp
 
     if _worker.session is None:

@@ -57,6 +57,20 @@ def token_answers(browser: Browser, stack: Stack) -> list[dict[str, Any]]:
             if r["method"] == "POST" and r["url"] == stack.api_base + "/token"]
 
 
+def shows_the_wait(browser: Browser, stack: Stack, button: str, http_status: int,
+                   code: str, prefix: str) -> None:
+    """Clicking ``button`` gets ``http_status`` with ``error.retryAfterSeconds`` in the body,
+    and the page shows its message with that wait."""
+    status = browser.act(button)
+    answer = token_answers(browser, stack)[-1]
+    assert answer["status"] == http_status
+    wait = answer["body"]["error"]["retryAfterSeconds"]
+    assert isinstance(wait, int) and wait >= 1, answer
+    assert status["code"] == code, status
+    assert status["text"].startswith(prefix), status
+    assert f"Try again in {wait} second" in status["text"], (wait, status)
+
+
 def tokens_issued(client: StackClient) -> int:
     return int(client.emulator("GET", "stats")["tokensIssued"])
 
@@ -160,26 +174,13 @@ def test_error_messages_for_401_429_and_503(browser: Browser, web_stack: Stack,
         # (error.retryAfterSeconds): the page shows that wait.
         web_client.emulator("POST", "faults", {"clear": True, "fault": {
             "operation": "*", "status": 429, "retryAfterSeconds": 120, "count": 20}})
-        status = browser.act("#get-token")
-        answer = token_answers(browser, web_stack)[-1]
-        assert answer["status"] == 429
-        wait = answer["body"]["error"]["retryAfterSeconds"]
-        assert isinstance(wait, int) and wait >= 1, answer
-        assert status["code"] == "throttled", status
-        assert status["text"].startswith("429: "), status
-        assert f"Try again in {wait} second" in status["text"], (wait, status)
+        shows_the_wait(browser, web_stack, "#get-token", 429, "throttled", "429: ")
 
         # ACS failing: after its retries the service answers 503, with its wait in the body.
         web_client.emulator("POST", "faults", {"clear": True, "fault": {
             "operation": "*", "status": 503, "count": 20}})
-        status = browser.act("#fresh-token")
-        answer = token_answers(browser, web_stack)[-1]
-        assert answer["status"] == 503
-        wait = answer["body"]["error"]["retryAfterSeconds"]
-        assert isinstance(wait, int) and wait >= 1, answer
-        assert status["code"] == "unavailable", status
-        assert status["text"].startswith("503: the service is unavailable right now.")
-        assert f"Try again in {wait} second" in status["text"], (wait, status)
+        shows_the_wait(browser, web_stack, "#fresh-token", 503, "unavailable",
+                       "503: the service is unavailable right now.")
     finally:
         web_client.emulator("POST", "faults", {"clear": True})
 

@@ -19,6 +19,7 @@ running them, as the tool does (on Azure, the Function App's Python must build i
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -107,10 +108,20 @@ def _import_from(tree: Path) -> dict[str, object]:
     return result
 
 
-def _read_only_copy(pkg: Path, dest: Path) -> Path:
-    shutil.copytree(pkg, dest)
+@contextlib.contextmanager
+def _read_only_copy(pkg: Path, dest: Path, *, with_bytecode: bool = True,
+                    edit: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """A copy of the package at ``dest`` (without its bytecode if asked, edited if asked),
+    read-only as Flex Consumption mounts it, removed afterwards."""
+    ignore = None if with_bytecode else shutil.ignore_patterns("__pycache__")
+    shutil.copytree(pkg, dest, ignore=ignore)
+    if edit is not None:
+        edit(dest)
     package.make_read_only(dest)
-    return dest
+    try:
+        yield dest
+    finally:
+        package.remove(dest)
 
 
 def test_every_app_module_ships_a_checked_hash_pyc_for_this_interpreter(
@@ -147,46 +158,36 @@ def test_no_local_tool_test_or_bench_file_ships(built: tuple[Path, list[str]]) -
 def test_the_shipped_app_imports_without_compiling_any_of_its_source(
         built: tuple[Path, list[str]], tmp_path: Path) -> None:
     pkg, _ = built
-    tree = _read_only_copy(pkg, tmp_path / "wwwroot")
     source = tmp_path / "source"
     shutil.copytree(pkg, source, ignore=shutil.ignore_patterns("__pycache__"))
-    try:
+    with _read_only_copy(pkg, tmp_path / "wwwroot") as tree:
         result = _import_from(tree)
         assert result["compiled"] == []
         # The same app as from its source: every function indexed.
         assert result["functions"] == _import_from(source)["functions"]
-    finally:
-        package.remove(tree)
 
 
 def test_an_edited_source_alone_is_compiled_again(built: tuple[Path, list[str]],
                                                    tmp_path: Path) -> None:
     pkg, _ = built
-    tree = tmp_path / "wwwroot"
-    shutil.copytree(pkg, tree)
-    keys = tree / "shared" / "keys.py"
-    keys.write_text(keys.read_text() + "\n# edited after the bytecode was built\n")
-    package.make_read_only(tree)
-    try:
+
+    def edit(tree: Path) -> None:
+        keys = tree / "shared" / "keys.py"
+        keys.write_text(keys.read_text() + "\n# edited after the bytecode was built\n")
+
+    with _read_only_copy(pkg, tmp_path / "wwwroot", edit=edit) as tree:
         assert _import_from(tree)["compiled"] == ["shared/keys.py"]
-    finally:
-        package.remove(tree)
 
 
 def test_without_the_bytecode_every_module_is_compiled(built: tuple[Path, list[str]],
                                                         tmp_path: Path) -> None:
     """The control: the recorder sees compiles (so an empty list above means none)."""
     pkg, _ = built
-    tree = tmp_path / "wwwroot"
-    shutil.copytree(pkg, tree, ignore=shutil.ignore_patterns("__pycache__"))
-    package.make_read_only(tree)
-    try:
+    with _read_only_copy(pkg, tmp_path / "wwwroot", with_bytecode=False) as tree:
         compiled = _import_from(tree)["compiled"]
         assert isinstance(compiled, list)
         assert sorted(compiled) == sorted(
             src.relative_to(tree).as_posix() for src in bytecode.app_sources(tree))
-    finally:
-        package.remove(tree)
 
 
 def test_the_tool_warns_when_this_python_is_not_the_function_apps(tmp_path: Path) -> None:

@@ -109,6 +109,18 @@ def start_token(client: StackClient, pool: ThreadPoolExecutor, bearer: str) -> F
     return pool.submit(client.call, "POST", "/token", bearer)
 
 
+def token_held_in(client: StackClient, pool: ThreadPoolExecutor, bearer: str, op: str,
+                  what: str) -> Future[Any]:
+    """A token request started with ACS slow, returned once ACS holds its ``op`` request
+    (HOLD_MS), with ACS fast again for every request after it."""
+    seen = requests_seen(client, op)
+    client.emulator("POST", "faults", {"latencyMs": HOLD_MS})
+    in_flight = start_token(client, pool, bearer)
+    wait_for(lambda: requests_seen(client, op) > seen, 10, what)
+    client.emulator("POST", "faults", {"latencyMs": 0})
+    return in_flight
+
+
 # -- 12.1 ----------------------------------------------------------------------------------
 
 
@@ -121,11 +133,7 @@ def test_token_answered_after_a_delete_dies_within_the_bound(
     user, bearer = races.new_user()
     races.issue(bearer)
     queued_before = queue_revocations(races.stack)
-    seen = requests_seen(races, "issueAccessToken")
-    races.emulator("POST", "faults", {"latencyMs": HOLD_MS})
-    in_flight = start_token(races, pool, bearer)
-    wait_for(lambda: requests_seen(races, "issueAccessToken") > seen, 10, "ACS to get the request")
-    races.emulator("POST", "faults", {"latencyMs": 0})
+    in_flight = token_held_in(races, pool, bearer, "issueAccessToken", "ACS to get the request")
     delete, expected = DELETES[how]
     assert delete(races, user) == expected
     assert not in_flight.done(), "the delete must finish while the issuance is in flight"
@@ -196,11 +204,7 @@ def test_delete_during_first_token_is_not_lost(
     user, bearer = races.new_user()
     created = int(races.emulator("GET", "stats")["identitiesCreated"])
     before = set(races.identities())
-    seen = requests_seen(races, "createIdentity")
-    races.emulator("POST", "faults", {"latencyMs": HOLD_MS})
-    first = start_token(races, pool, bearer)
-    wait_for(lambda: requests_seen(races, "createIdentity") > seen, 10, "the creation to start")
-    races.emulator("POST", "faults", {"latencyMs": 0})
+    first = token_held_in(races, pool, bearer, "createIdentity", "the creation to start")
     delete, expected = DELETES[how]
     assert delete(races, user) == expected
     answer = first.result(timeout=30)

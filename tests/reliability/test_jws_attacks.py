@@ -6,8 +6,13 @@ unless it says otherwise."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
+from localdev.azurite import free_port
 from shared import runtime
 from tests.calls import call, request
 
@@ -18,6 +23,29 @@ async def issue(token: str):
     return await call("issue_token", request("POST", "token", token=token))
 
 
+@contextlib.asynccontextmanager
+async def key_server(handler: Any) -> AsyncIterator[str]:
+    """A loopback server answering ``GET /keys`` with ``handler``, set as AUTH_JWKS_URI for
+    a freshly built worker; yields its URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/keys", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}/keys"
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AUTH_JWKS_URI", url)
+            await runtime.reset()
+            yield url
+    finally:
+        await runtime.reset()
+        await runner.cleanup()
+
+
 async def test_a_valid_token_right_after_a_failed_key_fetch_is_a_503_not_a_401(
         issuer, monkeypatch):
     """The identity provider is down at the worker's first request: every caller must get
@@ -25,7 +53,6 @@ async def test_a_valid_token_right_after_a_failed_key_fetch_is_a_503_not_a_401(
     its token is bad and sends its user back to sign-in. The first request fetched and
     failed; the next ones fall inside JWKS_MIN_REFRESH_SECONDS, where an unknown kid used
     to be answered 401 at once although no key was ever known."""
-    from localdev.azurite import free_port
 
     monkeypatch.setenv("AUTH_JWKS_URI", f"http://127.0.0.1:{free_port()}/keys")
     await runtime.reset()
@@ -115,7 +142,7 @@ async def test_a_duplicate_claim_is_read_as_its_last_value(issuer, acs):
     assert body["acsUserId"] == last[1]["acsUserId"]
 
 
-async def test_an_rsa_and_an_ec_key_sharing_one_kid_both_verify(issuer, monkeypatch):
+async def test_an_rsa_and_an_ec_key_sharing_one_kid_both_verify(issuer):
     """RFC 7517 section 4.5: keys in one JWK Set SHOULD have distinct kids, "One example in
     which different keys might use the same "kid" value is if they have different "kty"
     (key type) values but are considered to be equivalent alternatives". The cache kept one
@@ -124,8 +151,6 @@ async def test_an_rsa_and_an_ec_key_sharing_one_kid_both_verify(issuer, monkeypa
     (the local issuer names each key by its thumbprint)."""
     from aiohttp import web
 
-    from localdev.azurite import free_port
-
     shared_kid = "one-kid-two-ktys"
     jwks = {"keys": [{**key.jwk(), "kid": shared_kid} for key in issuer.keys.keys]}
     assert {entry["kty"] for entry in jwks["keys"]} == {"RSA", "EC"}
@@ -133,28 +158,17 @@ async def test_an_rsa_and_an_ec_key_sharing_one_kid_both_verify(issuer, monkeypa
     async def keys(_: web.Request) -> web.Response:
         return web.json_response(jwks)
 
-    app = web.Application()
-    app.router.add_get("/keys", keys)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        monkeypatch.setenv("AUTH_JWKS_URI", f"http://127.0.0.1:{port}/keys")
-        await runtime.reset()
+    async with key_server(keys):
         for alg in ("RS256", "ES256"):
             token = issuer.mint(f"same-kid-{alg}", alg=alg, headers={"kid": shared_kid})
             status, body, _ = await issue(token)
             assert status == 200, (alg, body)
-    finally:
-        await runtime.reset()
-        await runner.cleanup()
 
 
 # -- the identity provider's documents: bounded, whatever it answers -----------------------
 
 @pytest.mark.parametrize("shape", ["too-large", "too-large-chunked", "deeply-nested"])
-async def test_a_hostile_key_document_is_a_503_never_a_500(issuer, monkeypatch, shape):
+async def test_a_hostile_key_document_is_a_503_never_a_500(issuer, shape):
     """The JWKS (and the discovery document) come from the configured issuer, but a
     misconfigured AUTH_JWKS_URI or a broken proxy can answer anything. Real documents are
     a few KB (Entra ID's JWKS about 10 KB): one over runtime.MAX_DOCUMENT_BYTES is refused
@@ -162,8 +176,6 @@ async def test_a_hostile_key_document_is_a_503_never_a_500(issuer, monkeypatch, 
     nested too deep for json.loads (RecursionError) is an unusable answer too: 503
     "keys unavailable", as for an unreachable issuer, and no 500."""
     from aiohttp import web
-
-    from localdev.azurite import free_port
 
     big = b'{"keys": [], "padding": "' + b"x" * (runtime.MAX_DOCUMENT_BYTES + 10) + b'"}'
     nested = b"[" * 100_000 + b"]" * 100_000
@@ -181,19 +193,8 @@ async def test_a_hostile_key_document_is_a_503_never_a_500(issuer, monkeypatch, 
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_get("/keys", keys)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        monkeypatch.setenv("AUTH_JWKS_URI", f"http://127.0.0.1:{port}/keys")
-        await runtime.reset()
+    async with key_server(keys):
         status, body, headers = await issue(issuer.mint("alice"))
         assert status == 503, body
         assert body["error"]["code"] == "unavailable"
         assert int(headers["Retry-After"]) >= 1
-    finally:
-        await runtime.reset()
-        await runner.cleanup()
